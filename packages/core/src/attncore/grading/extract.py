@@ -1,0 +1,105 @@
+"""Pulling the final answer out of a model response: `\\boxed{}`, the `</think>` split, GSM8K `#### N`.
+
+Every function here is linear in the input length and returns None instead of raising on malformed
+text (a truncated generation with unbalanced braces is an ordinary input, not an error).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass
+
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+
+# `\boxed` or `\fbox`, but not a longer macro name such as `\boxedanswer`.
+_BOX_COMMAND = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
+# `\boxed 5`: the argument is the next whitespace-free token.
+_BARE_ARGUMENT = re.compile(r"\s*([^\s${}]+)")
+_SPACES = re.compile(r"\s*")
+_GSM8K_MARKER = "####"
+_GSM8K_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:/\d+)?")
+
+
+def _braced_argument(text: str, open_at: int) -> str | None:
+    """Content of the brace group opening at `text[open_at]`, or None when it never closes.
+
+    Escaped braces (`\\{`, `\\}`) do not count, so set notation such as `\\{1, 2\\}` stays intact.
+    """
+    depth = 0
+    i = open_at
+    end = len(text)
+    while i < end:
+        char = text[i]
+        if char == "\\":
+            i += 2
+            continue
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return text[open_at + 1 : i]
+        i += 1
+    return None
+
+
+def extract_boxed(text: str) -> str | None:
+    """Argument of the last `\\boxed{...}` / `\\fbox{...}` (or `\\boxed 5`); None if absent or unbalanced.
+
+    Only the last box counts: when it is truncated the answer is missing, even if an earlier box closed.
+    """
+    last = deque(_BOX_COMMAND.finditer(text), maxlen=1)
+    if not last:
+        return None
+    rest = last[0].end()
+    open_at = _SPACES.match(text, rest).end()
+    if text.startswith("{", open_at):
+        return _braced_argument(text, open_at)
+    bare = _BARE_ARGUMENT.match(text, rest)
+    if bare is None:
+        return None
+    token = bare.group(1).rstrip(".,;")
+    return token or None
+
+
+@dataclass(frozen=True)
+class ThinkingSplit:
+    """A response cut at its last `</think>`.
+
+    `thinking` is everything before the last `</think>` ("" when there is none) and `answer` everything
+    after it (the whole response when there is none). `close_count` and `has_open` let a strict rule
+    demand exactly one `</think>` and no `<think>` (the template puts `<think>` in the prompt).
+    """
+
+    thinking: str
+    answer: str
+    close_count: int
+    has_open: bool
+
+
+def split_thinking(text: str) -> ThinkingSplit:
+    """Split a response into thinking and answer at the last `</think>`."""
+    cut = text.rfind(THINK_CLOSE)
+    has_open = THINK_OPEN in text
+    if cut < 0:
+        return ThinkingSplit("", text, 0, has_open)
+    return ThinkingSplit(text[:cut], text[cut + len(THINK_CLOSE) :], text.count(THINK_CLOSE), has_open)
+
+
+def extract_gsm8k(text: str) -> str | None:
+    """The number on the last `#### ...` line, without `$`, thousands commas, units or a final period.
+
+    `#### $1,234.50 dollars.` -> "1234.50"; `#### 3/4` -> "3/4"; None when the line holds no number.
+    """
+    at = text.rfind(_GSM8K_MARKER)
+    if at < 0:
+        return None
+    line = text[at + len(_GSM8K_MARKER) :].split("\n", 1)[0]
+    line = line.replace("$", "").replace(",", "")
+    match = _GSM8K_NUMBER.search(line)
+    if match is None:
+        return None
+    number = match.group(0)
+    return number[:-1] if number.endswith(".") else number
