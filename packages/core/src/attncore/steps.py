@@ -1,0 +1,579 @@
+"""Reasoning steps: where a chain of thought splits, and which tokens each step owns.
+
+Two segmenters share the token bookkeeping here:
+
+- AttnPO (attnpo-spec §3) splits the thinking part of a response at trigger phrases and merges short
+  segments. `mode="faithful"` reproduces the released `segment_cot` (no word boundaries, the fused
+  phrase `No,Let me double-check`); `mode="clean"` fixes both (spec §13, pitfalls 1-2).
+- MoLSAKI (molsaki-spec §2) splits question + rationale into sentences.
+
+Characters are mapped to the token ids themselves, never to a re-tokenization of the decoded text
+(pitfall 3): `token_char_ends` decodes the ids and finds, token by token, how many characters of the
+decoded text are settled. The same method serves generated responses and texts we tokenize ourselves
+(`encode_text`), so the two methods never disagree about a boundary.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from itertools import pairwise
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from attncore.config import Config
+from attncore.errors import UserError
+
+THINK_END = "</think>"
+
+# --- AttnPO phrase classes (attnpo-spec §3.1) ------------------------------------------------------
+
+_CHECK_LEADS = ("Let me", "Let me just", "Let's", "Let's just", "Just to")
+_CHECK_VERBS = ("double-check", "verify", "confirm", "check", "recap")
+
+CONFUSED: tuple[str, ...] = (
+    "Wait",
+    "But",
+    "However",
+    "Hold on",
+    "Looking back",
+    "I don't see any errors",
+    "No,",
+    "Hmm, wait",
+    "Hmm, no",
+    "Hmm, but",
+    "Hmm, just",
+    "Hmm, let me double-check",
+    "Hmm, let me verify",
+    "Hmm, let me make sure",
+    "Hmm, let me check",
+    *(f"{lead} {verb}" for verb in _CHECK_VERBS for lead in _CHECK_LEADS),
+    "Let me make sure",
+    "Let me just make sure",
+    "Let's make sure",
+    "Just to make sure",
+    "So, is",
+    "Is it",
+    "Is that right?",
+    "Is there",
+    "Right?",
+    "Alternatively",
+    "Another approach",
+    "Another way",
+    "Another idea",
+    "Another thought",
+    "I guess another way",
+    "I guess another approach",
+    "Let me just think if there",
+)
+"""Class 1 (confused / reflection / alternative), as intended: `No,` and `Let me double-check` apart."""
+
+RELEASE_FUSED_PHRASE = "No,Let me double-check"
+CONFUSED_RELEASE: tuple[str, ...] = tuple(
+    RELEASE_FUSED_PHRASE if p == "No," else p for p in CONFUSED if p != "Let me double-check"
+)
+"""Class 1 as released: a missing comma fused two phrases into one that never fires (pitfall 1)."""
+
+PROGRESSION: tuple[str, ...] = (
+    "Let me",
+    "Let's",
+    "I ",
+    "We ",
+    "Okay",
+    "Hmm",
+    "Now",
+    "Alright",
+    "First,",
+    "First off,",
+    "Second,",
+    "Third,",
+    "Starting",
+    "Then",
+    "Next",
+    "Finally",
+    "Similarly",
+    "Again",
+    "In this case",
+    "Because",
+    "Given that",
+    "The problem gives",
+    "To ",
+    "Since",
+)
+"""Class 2 (progression); only at a line start. The trailing spaces of `I `, `We `, `To ` are intended."""
+
+SUMMARY: tuple[str, ...] = (
+    "So",
+    "Therefore",
+    "Thus",
+    "Hence",
+    "Hmm, so",
+    "Okay, so",
+    "Putting it all together",
+)
+"""Class 3 (summary); only at a line start."""
+
+SPECIAL: tuple[str, ...] = ("**Final Answer",)
+"""Class 4: its own step, never merged."""
+
+
+class StepKind(IntEnum):
+    """Phrase class of a step's trigger; the numbers are the spec's class numbers."""
+
+    CONFUSED = 1
+    PROGRESSION = 2
+    SUMMARY = 3
+    FINAL_ANSWER = 4
+
+
+Phrase = Annotated[str, Field(min_length=1)]
+
+
+class StepSegmenterConfig(Config):
+    """Trigger phrases and merge thresholds of the AttnPO segmenter (attnpo-spec §3).
+
+    `confused=None` selects the spec's class-1 list for the mode: `CONFUSED_RELEASE` in faithful mode,
+    `CONFUSED` in clean mode. Phrases are case-sensitive.
+    """
+
+    mode: Literal["faithful", "clean"] = "clean"
+    confused: list[Phrase] | None = None
+    progression: list[Phrase] = Field(default_factory=lambda: list(PROGRESSION))
+    summary: list[Phrase] = Field(default_factory=lambda: list(SUMMARY))
+    special: list[Phrase] = Field(default_factory=lambda: list(SPECIAL))
+    min_chars: int = Field(80, ge=1)
+    min_other: int = Field(15, ge=0)
+
+    def phrase_classes(self) -> tuple[tuple[str, ...], ...]:
+        """The four phrase lists in lookup order (class 1, 2, 3, 4)."""
+        confused = self.confused
+        if confused is None:
+            confused = list(CONFUSED_RELEASE if self.mode == "faithful" else CONFUSED)
+        return tuple(map(tuple, (confused, self.progression, self.summary, self.special)))
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A kept phrase match: where it starts, the phrase, and its class."""
+
+    start: int
+    phrase: str
+    kind: StepKind
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A step in characters: `[start, end)` of the thinking text, with the phrase that opened it.
+
+    `trigger` is None for a first segment that no phrase opens (its kind is then PROGRESSION).
+    """
+
+    start: int
+    end: int
+    kind: StepKind
+    trigger: str | None
+
+
+# A letter is a Unicode word character that is neither a digit nor an underscore (Python's `\w`, so
+# it also counts the few numeric symbols such as '²' that `\w` includes).
+_LETTER = r"[^\W\d_]"
+
+
+@functools.lru_cache(maxsize=16)
+def _phrase_matcher(
+    classes: tuple[tuple[str, ...], ...], clean: bool
+) -> tuple[re.Pattern, dict[str, StepKind]]:
+    """One alternation over all phrases, longest first; in clean mode with word-boundary lookarounds."""
+    kind_of: dict[str, StepKind] = {}
+    for kind, phrases in zip(StepKind, classes, strict=True):
+        for phrase in phrases:
+            kind_of.setdefault(phrase, kind)  # lookup order: class 1, 2, 3, 4
+    alternatives = []
+    for phrase in sorted(kind_of, key=len, reverse=True):
+        alt = re.escape(phrase)
+        if clean and re.fullmatch(_LETTER, phrase[-1]):
+            alt += f"(?!{_LETTER})"
+        if clean and kind_of[phrase] == StepKind.CONFUSED:
+            alt = f"(?<!{_LETTER})" + alt
+        alternatives.append(alt)
+    return re.compile("|".join(alternatives)), kind_of
+
+
+def find_triggers(text: str, config: StepSegmenterConfig | None = None) -> list[Trigger]:
+    """Kept phrase matches, scanned left to right (attnpo-spec §3.2).
+
+    Class-2/3 matches count only right after a newline; a dropped match still consumes its characters.
+    """
+    config = config or StepSegmenterConfig()
+    pattern, kind_of = _phrase_matcher(config.phrase_classes(), config.mode == "clean")
+    kept = []
+    for match in pattern.finditer(text):
+        phrase, start = match.group(), match.start()
+        kind = kind_of[phrase]
+        at_line_start = start > 0 and text[start - 1] == "\n"
+        if kind in (StepKind.PROGRESSION, StepKind.SUMMARY) and not at_line_start:
+            continue
+        kept.append(Trigger(start, phrase, kind))
+    return kept
+
+
+def _join(left: Segment, right: Segment) -> Segment:
+    return Segment(left.start, right.end, left.kind, left.trigger)
+
+
+def merge_short_segments(
+    segments: Sequence[Segment], min_chars: int = 80, min_other: int = 15
+) -> list[Segment]:
+    """Merge segments shorter than `min_chars` into a neighbour (attnpo-spec §3.3, exactly its loop).
+
+    A merged segment keeps the left part's trigger and kind and is examined again. A final-answer
+    segment never merges and is never absorbed by its left neighbour; as in the release, a short
+    summary or lead-in right after it may still join it.
+    """
+    seg = list(segments)
+    final = StepKind.FINAL_ANSWER
+
+    def length(s: Segment) -> int:
+        return s.end - s.start
+
+    i = 0
+    while i < len(seg):
+        s = seg[i]
+        right = seg[i + 1] if i + 1 < len(seg) else None
+        if length(s) >= min_chars or s.kind == final:
+            i += 1
+            continue
+        if s.kind == StepKind.CONFUSED:
+            if right is not None and right.kind != final:
+                seg[i : i + 2] = [_join(s, right)]
+                continue
+        elif i + 2 < len(seg) and seg[i + 1].kind == StepKind.CONFUSED:  # right is not the last
+            if i > 0:  # a short lead-in before a reflection joins the step before it
+                seg[i - 1 : i + 1] = [_join(seg[i - 1], s)]
+                i -= 1
+                continue
+        elif s.kind == StepKind.PROGRESSION:
+            if right is not None and right.kind != final:
+                seg[i : i + 2] = [_join(s, right)]
+                continue
+        else:  # SUMMARY
+            if length(s) - len(s.trigger or "") <= min_other and right is not None and right.kind != final:
+                seg[i : i + 2] = [_join(s, right)]
+                continue
+            if i > 0:
+                seg[i - 1 : i + 1] = [_join(seg[i - 1], s)]
+                i -= 1
+                continue
+        i += 1
+    return seg
+
+
+def segment_thinking(text: str, config: StepSegmenterConfig | None = None) -> list[Segment]:
+    """Steps of a thinking text in characters; only the part before the first `</think>` is used.
+
+    An empty thinking part gives no steps. Position 0 always opens a segment.
+    """
+    config = config or StepSegmenterConfig()
+    thinking = text.split(THINK_END, 1)[0]
+    if not thinking:
+        return []
+    triggers = find_triggers(thinking, config)
+    if not triggers or triggers[0].start != 0:
+        triggers.insert(0, Trigger(0, "", StepKind.PROGRESSION))
+    bounds = [t.start for t in triggers[1:]] + [len(thinking)]
+    segments = [
+        Segment(t.start, end, t.kind, t.phrase or None) for t, end in zip(triggers, bounds, strict=True)
+    ]
+    return merge_short_segments(segments, config.min_chars, config.min_other)
+
+
+# --- characters <-> tokens ---------------------------------------------------------------------------
+
+
+def decode(tokenizer, ids: Iterable[int]) -> str:
+    """The one decode used for texts and offsets: special tokens kept, no space clean-up."""
+    return tokenizer.decode(
+        [int(i) for i in ids], skip_special_tokens=False, clean_up_tokenization_spaces=False
+    )
+
+
+def _common_prefix_len(a: str, text: str, origin: int) -> int:
+    """Length of the common prefix of `a` and `text[origin:]`."""
+    n = min(len(a), len(text) - origin)
+    if text.startswith(a[:n], origin):
+        return n
+    lo, hi = 0, n  # a[:lo] matches, a[:hi] does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if text.startswith(a[:mid], origin):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def token_char_ends(tokenizer, ids: Sequence[int], window: int = 8) -> list[int]:
+    """`ends[k]`: how many characters of `decode(ids)` are settled once tokens `0..k` are read.
+
+    Exactly, `ends[k] = min_{j>=k} lcp(decode(ids[:j+1]), decode(ids))`. Token k covers the characters
+    `[ends[k-1], ends[k])`. A token holding only the leading bytes of a multi-byte character owns no
+    character; its empty range sits at that character, with which it goes (see `token_at_char`).
+
+    Computed incrementally: each token is decoded together with `window` to `2 * window` tokens of
+    left context that start right after a settled character, and the result is checked against the
+    decoded text. Only tokens that leave a character unsettled fall back to decoding the whole prefix.
+    The final `min` only matters for byte-fallback decoders, which print an unfinished byte sequence as
+    one replacement character per byte.
+    """
+    ids = [int(i) for i in ids]
+    text = decode(tokenizer, ids)
+    last_window: tuple[int, int, str] = (0, 0, "")
+
+    def decode_window(lo: int, hi: int) -> str:
+        nonlocal last_window
+        if last_window[:2] != (lo, hi):
+            last_window = (lo, hi, decode(tokenizer, ids[lo:hi]))
+        return last_window[2]
+
+    settled: list[int] = []
+    syncs: list[int] = []  # tokens after which the decoded prefix is exactly text[:settled[k]]
+    lo = 0  # the context starts at 0 or right after a sync token
+    for k in range(len(ids)):
+        j = syncs[-1] if syncs else -1
+        if j + 1 - lo > 2 * window:
+            i = bisect_right(syncs, j - window)
+            lo = syncs[i - 1] + 1 if i else 0
+        base = decode_window(lo, j + 1)
+        origin = (settled[j] if j >= 0 else 0) - len(base)
+        cur = decode_window(lo, k + 1)
+        m = _common_prefix_len(cur, text, origin) if origin >= 0 and text.startswith(base, origin) else -1
+        if m < 0 or (m < len(cur) and lo > 0):  # misaligned context or an unsettled character
+            origin, cur = 0, decode(tokenizer, ids[: k + 1])
+            m = _common_prefix_len(cur, text, 0)
+        settled.append(origin + m)
+        if m == len(cur):
+            syncs.append(k)
+    ends = settled
+    for k in range(len(ends) - 2, -1, -1):
+        ends[k] = min(ends[k], ends[k + 1])
+    if ends and ends[-1] != len(text):
+        raise UserError(
+            f"cannot map characters to tokens: decoding {len(ids)} ids token by token does not rebuild "
+            f"the decoded text ({ends[-1]} of {len(text)} characters)"
+        )
+    return ends
+
+
+def token_at_char(ends: Sequence[int], c: int) -> int:
+    """The token in which character `c` begins (AttnPO: `t_k` = the token covering `c_k`).
+
+    Tokens with an empty range at `c` (leading bytes of the character at `c`) come first, so the
+    first of them is returned. `c = len(text)` gives the index after the last token that holds text.
+    """
+    j = bisect_left(ends, c)
+    if j < len(ends) and ends[j] == c and (ends[j - 1] if j > 0 else 0) < c:
+        return j + 1  # token j ends right before c
+    return j
+
+
+def first_token_from(ends: Sequence[int], c: int) -> int:
+    """The first token whose first character is at or after `c` (MoLSAKI: a token joins the step in
+    which its first character lies). A token straddling `c` stays on the left."""
+    return 0 if c <= 0 else bisect_left(ends, c) + 1
+
+
+# --- AttnPO: steps of a generated response ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a response: its characters, its tokens (response-relative, `[start, end)`), its kind."""
+
+    chars: tuple[int, int]
+    tokens: tuple[int, int]
+    kind: StepKind
+    trigger: str | None
+
+
+UntouchedReason = Literal[
+    "truncated",
+    "no_think_end",
+    "several_think_ends",
+    "think_end_spelled_out",
+    "empty_thinking",
+    "single_step",
+]
+
+
+@dataclass(frozen=True)
+class SegmentedResponse:
+    """Steps of one response and its final-answer tokens F (attnpo-spec §3.4).
+
+    `ok` is False when the response must keep its advantage on every token; `reason` says why. Only
+    an `ok` result has steps for step treatment (a `single_step` result shows its one step);
+    `think_end` is set whenever the `</think>` token was found. Token indices are response-relative;
+    pass the valid (unpadded) prompt length as `offset` to get full-sequence coordinates.
+    """
+
+    ok: bool
+    reason: UntouchedReason | None
+    steps: tuple[Step, ...]
+    think_end: tuple[int, int] | None
+    n_tokens: int
+
+    def step_spans(self, offset: int = 0) -> list[tuple[int, int]]:
+        """Token spans `[start, end)` of the steps, shifted by `offset`."""
+        return [(s.tokens[0] + offset, s.tokens[1] + offset) for s in self.steps]
+
+    def answer_span(self, offset: int = 0) -> tuple[int, int]:
+        """F = `[t_end + 1, len(response))`, the tokens after `</think>` (answer and EOS), shifted."""
+        if self.think_end is None:
+            raise ValueError("a response without `</think>` has no final-answer span")
+        return (self.think_end[1] + offset, self.n_tokens + offset)
+
+
+def single_token_id(tokenizer, text: str) -> int | None:
+    """The id of `text` when the tokenizer has it as one added token, else None."""
+    token_id = tokenizer.get_added_vocab().get(text)
+    if token_id is None or tokenizer.encode(text, add_special_tokens=False) != [token_id]:
+        return None
+    return token_id
+
+
+def _steps_on_tokens(segments: Sequence[Segment], ends: Sequence[int], t_end: int) -> list[Step]:
+    """Map segment starts to tokens; a segment whose characters all sit inside the token that opens
+    the next segment joins that segment (or, for the last one, the segment before it)."""
+    starts = [token_at_char(ends, s.start) for s in segments] + [t_end]
+    steps: list[Step] = []
+    pending_start: int | None = None  # chars of segments that own no token, carried to the next step
+    for seg, t0, t1 in zip(segments, starts, starts[1:], strict=False):
+        c0 = seg.start if pending_start is None else pending_start
+        if t0 == t1:
+            pending_start = c0
+            continue
+        pending_start = None
+        steps.append(Step((c0, seg.end), (t0, t1), seg.kind, seg.trigger))
+    if pending_start is not None and steps:
+        last = steps[-1]
+        steps[-1] = Step((last.chars[0], segments[-1].end), last.tokens, last.kind, last.trigger)
+    return steps
+
+
+def segment_response(
+    tokenizer,
+    response_ids: Sequence[int],
+    config: StepSegmenterConfig | None = None,
+    *,
+    truncated: bool = False,
+    single_think_end: bool = True,
+) -> SegmentedResponse:
+    """Segment a generated response (ids without padding) into steps on its own tokens.
+
+    The `</think>` token is located by id when the tokenizer has `</think>` as one added token, else
+    by the first `</think>` in the decoded text. `truncated` marks a response cut at the length limit;
+    `single_think_end` requires exactly one `</think>`, as the AttnPO correctness check does.
+    """
+    config = config or StepSegmenterConfig()
+    ids = [int(i) for i in response_ids]
+    n = len(ids)
+
+    def untouched(reason: UntouchedReason, steps=(), think_end=None) -> SegmentedResponse:
+        return SegmentedResponse(False, reason, tuple(steps), think_end, n)
+
+    if truncated:
+        return untouched("truncated")
+    ends = token_char_ends(tokenizer, ids)
+    text = decode(tokenizer, ids)
+    count = text.count(THINK_END)
+    if count == 0:
+        return untouched("no_think_end")
+    think_id = single_token_id(tokenizer, THINK_END)
+    if think_id is None:
+        c_end = text.index(THINK_END)
+        think_end = (token_at_char(ends, c_end), token_at_char(ends, c_end + len(THINK_END) - 1) + 1)
+    elif think_id not in ids:
+        return untouched("think_end_spelled_out")
+    else:
+        t = ids.index(think_id)
+        think_end = (t, t + 1)
+        c_end = ends[t - 1] if t > 0 else 0
+    if count > 1 and single_think_end:
+        return untouched("several_think_ends", think_end=think_end)
+    if text.index(THINK_END) != c_end:  # ordinary tokens spell `</think>` before the real one
+        return untouched("think_end_spelled_out", think_end=think_end)
+    segments = segment_thinking(text[:c_end], config)
+    steps = _steps_on_tokens(segments, ends, think_end[0])
+    if not steps:  # no thinking characters, or none outside the `</think>` token
+        return untouched("empty_thinking", think_end=think_end)
+    if len(steps) < 2:
+        return untouched("single_step", steps, think_end)
+    return SegmentedResponse(True, None, tuple(steps), think_end, n)
+
+
+# --- MoLSAKI: sentence steps of a text we tokenize ---------------------------------------------------
+
+_SENTENCE_END = re.compile(r"(?<=[.?!])(?=\s|\Z)")
+
+
+def sentence_spans(text: str, parts: Sequence[tuple[int, int]] | None = None) -> list[tuple[int, int]]:
+    """Sentence steps `[start, end)` of `text` (molsaki-spec §2).
+
+    A step ends right after `.`, `?` or `!` followed by whitespace or the end (so never inside `2.5`
+    or `1,000`); the border between `parts` (question, rationale) is always a border, and characters
+    outside the parts belong to no step. Whitespace after a sentence end opens the next step;
+    whitespace-only pieces are dropped. Abbreviations such as `Mr. Smith` do split.
+    """
+    if parts is None:
+        parts = [(0, len(text))]
+    previous_end = 0
+    for a, b in parts:
+        if not previous_end <= a <= b <= len(text):
+            raise UserError(f"step parts must be ordered, disjoint ranges inside the text; got {list(parts)}")
+        previous_end = b
+    spans = []
+    for a, b in parts:
+        piece = text[a:b]
+        cuts = [0, *(m.start() for m in _SENTENCE_END.finditer(piece)), len(piece)]
+        spans += [(a + s, a + e) for s, e in pairwise(cuts) if piece[s:e].strip()]
+    return spans
+
+
+def token_ranges_by_start(spans: Sequence[tuple[int, int]], ends: Sequence[int]) -> list[tuple[int, int]]:
+    """Token ranges of character spans under the first-character rule (molsaki-spec §3).
+
+    A range may be empty when one token straddles a span's whole text; its row is then zero.
+    """
+    return [(first_token_from(ends, a), first_token_from(ends, b)) for a, b in spans]
+
+
+@dataclass(frozen=True)
+class EncodedText:
+    """A text, its token ids (no special tokens) and each token's character end (`token_char_ends`)."""
+
+    text: str
+    ids: tuple[int, ...]
+    ends: tuple[int, ...]
+
+
+def encode_text(tokenizer, text: str) -> EncodedText:
+    """Tokenize a canonical text (teacher-forced MoLSAKI input) and map its characters to the tokens.
+
+    Character ends come from decoding the ids (`token_char_ends`), not from the tokenizer's offset
+    mapping: byte-level offset mappings give both halves of a split character the full character and
+    trim spaces differently across tokenizers, while decoding means the same thing for every model.
+    The decoded ids must reproduce the text exactly.
+    """
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    decoded = decode(tokenizer, ids)
+    if decoded != text:
+        at = _common_prefix_len(decoded, text, 0)
+        raise UserError(
+            f"the tokenizer does not reproduce the text when decoding (first difference at character {at}: "
+            f"{text[at : at + 20]!r} became {decoded[at : at + 20]!r})"
+        )
+    return EncodedText(text, tuple(ids), tuple(token_char_ends(tokenizer, ids)))
