@@ -2,9 +2,62 @@
 
 from __future__ import annotations
 
-from attncore.cli_support import new_app, run_app
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from attncore.cli_support import config_from_cli, new_app, run_app
 
 app = new_app("Shared core of AttnPO and MoLSAKI: rollouts, grading, attention extraction, evaluation.")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
+Overrides = Annotated[
+    list[str] | None, typer.Argument(help="Dotted overrides, e.g. sampling.temperature=0.6 data.limit=8")
+]
+NoWandb = Annotated[bool, typer.Option("--no-wandb", help="Turn wandb logging off.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+@app.command()
+def rollout(
+    config: ConfigOpt = None, overrides: Overrides = None, no_wandb: NoWandb = False, quiet: Quiet = False
+):
+    """Sample graded completions into a resumable Parquet folder and print a summary table.
+
+    With no arguments: the embedded SmolLM2 model on a slice of GSM8K (bundled problems when the
+    reference data folder is absent), greedy, plain step-by-step template, graded by `#### N`.
+    A rerun with the same config continues where an interrupted run stopped.
+    """
+    from attncore.rollout.job import RolloutJobConfig, run_rollouts
+
+    cfg = config_from_cli(RolloutJobConfig, config, overrides)
+    if no_wandb:
+        cfg.tracking.mode = "disabled"
+    summary = run_rollouts(cfg, progress=not quiet)
+    typer.echo(summary.table())
+    typer.echo(f"rollouts: {cfg.out}")
+
+
+@app.command()
+def grade(
+    rollouts: Annotated[Path, typer.Argument(help="A rollout folder written by `attncore rollout`.")],
+    mode: Annotated[str, typer.Option(help="auto | math | attnpo | gsm8k")] = "auto",
+    workers: Annotated[int, typer.Option(help="Grading worker processes.")] = 2,
+    timeout: Annotated[float, typer.Option(help="Seconds allowed per answer.")] = 5.0,
+    quiet: Quiet = False,
+):
+    """Add correctness and token counts to every rollout of a folder (resumable), then summarise."""
+    from attncore.rollout.grade import GradingConfig, grade_store
+    from attncore.rollout.job import summarise
+    from attncore.rollout.store import RolloutStore
+
+    store = RolloutStore.open_existing(rollouts)
+    cfg = config_from_cli(GradingConfig, None, [f"mode={mode}", f"workers={workers}", f"timeout_s={timeout}"])
+    template = store.meta.get("prompt", {}).get("template", "r1")
+    graded = grade_store(store, cfg, template, progress=not quiet)
+    typer.echo(summarise(store, 0, 0.0).table())
+    typer.echo(f"graded {graded} rollouts in {rollouts}")
 
 
 def main() -> None:

@@ -99,7 +99,9 @@ def _svamp(row: dict[str, Any], index: int, source: str) -> Problem:
     joiner = " " if body.endswith((".", "?", "!")) else ", "
     meta = {k.lower(): str(row[k]) for k in ("Equation", "Type") if row.get(k) is not None}
     ident = row.get("ID", row.get("idx", index))
-    return Problem(f"{source}/{ident}", f"{body}{joiner}{question}", _number_text(row["Answer"]), source, None, meta)
+    return Problem(
+        f"{source}/{ident}", f"{body}{joiner}{question}", _number_text(row["Answer"]), source, None, meta
+    )
 
 
 _ASDIV_ANSWER = re.compile(r"^\s*([^()]+?)\s*(\(.*\))?\s*$")
@@ -130,7 +132,10 @@ class BenchmarkSpec:
 
 BENCHMARKS: dict[str, BenchmarkSpec] = {
     "gsm8k": BenchmarkSpec(
-        {"test": "benchmarks/gsm8k/test.jsonl", "train": "train/gsm8k/train.jsonl"}, _gsm8k, "openai/gsm8k", "main"
+        {"test": "benchmarks/gsm8k/test.jsonl", "train": "train/gsm8k/train.jsonl"},
+        _gsm8k,
+        "openai/gsm8k",
+        "main",
     ),
     "math500": BenchmarkSpec({"test": "benchmarks/math500/test.jsonl"}, _math_like, "HuggingFaceH4/MATH-500"),
     "aime24": BenchmarkSpec({"test": "benchmarks/aime24/test.jsonl"}, _math_like, "HuggingFaceH4/aime_2024"),
@@ -204,7 +209,9 @@ def _hub_rows(cfg: DataConfig) -> tuple[list[tuple[int, dict[str, Any]]], str]:
 def load_problems(cfg: DataConfig) -> list[Problem]:
     """Problems for one benchmark split, from the local folder or the hub, then offset/limit applied."""
     if cfg.name not in BENCHMARKS and cfg.hub_id is None:
-        raise UserError(f"unknown benchmark {cfg.name!r} (known: {', '.join(BENCHMARKS)}; or give data.hub_id)")
+        raise UserError(
+            f"unknown benchmark {cfg.name!r} (known: {', '.join(BENCHMARKS)}; or give data.hub_id)"
+        )
     if cfg.hub_id is not None:
         indexed, source = _hub_rows(cfg)
     else:

@@ -130,7 +130,7 @@ def dequantized_gguf(gguf: Path) -> Path:
     return atomic_build(final, build, {"gguf": str(gguf)})
 
 
-def _resolve(name: str) -> tuple[str, list[str]]:
+def resolve_model_source(name: str) -> tuple[str, list[str]]:
     """Map a model spec to a local folder or a hub id; also return what was tried, for errors."""
     tried = []
     if name in NAMED_MODELS:
@@ -183,7 +183,7 @@ def load_model(cfg: ModelConfig | str | None = None) -> LoadedModel:
         cfg = ModelConfig()
     elif isinstance(cfg, str):
         cfg = ModelConfig(name=cfg)
-    source, tried = _resolve(cfg.name)
+    source, tried = resolve_model_source(cfg.name)
     try:
         tokenizer = load_tokenizer(source, cfg.revision)
         model = AutoModelForCausalLM.from_pretrained(
@@ -194,7 +194,9 @@ def load_model(cfg: ModelConfig | str | None = None) -> LoadedModel:
         )
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"could not load model {cfg.name!r} (tried {'; '.join(tried) or source}): {first}") from None
+        raise UserError(
+            f"could not load model {cfg.name!r} (tried {'; '.join(tried) or source}): {first}"
+        ) from None
     model.to(resolve_device(cfg.device))
     model.eval()
     return LoadedModel(model, tokenizer, cfg.name, source)

@@ -1,0 +1,127 @@
+"""Rollouts with Hugging Face `generate`: batched, left-padded, on CPU or GPU.
+
+Sampling is reproducible for a fixed seed: each batch seeds torch from the run seed and the ids of the
+rollouts it holds, so a resumed run regenerates exactly what the interrupted one would have.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from attncore.data import Problem
+from attncore.models import LoadedModel
+from attncore.prompts import PromptConfig, encode_prompt
+from attncore.rollout.types import Rollout, SamplingConfig, derive_seed, rollout_id
+
+
+def eos_token_ids(loaded: LoadedModel) -> list[int]:
+    """Every id that ends a completion: the generation config's EOS ids and the tokenizer's."""
+    ids: set[int] = set()
+    configured = getattr(loaded.model.generation_config, "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(configured)
+    if loaded.tokenizer.eos_token_id is not None:
+        ids.add(loaded.tokenizer.eos_token_id)
+    return sorted(ids)
+
+
+def trim_completion(ids: Sequence[int], eos: set[int]) -> tuple[list[int], str]:
+    """Cut a generated row after its first EOS (kept: it is part of the response length)."""
+    out: list[int] = []
+    for token in ids:
+        out.append(int(token))
+        if token in eos:
+            return out, "stop"
+    return out, "length"
+
+
+class HFEngine:
+    """`generate(problems, sampling) -> rollouts` on a loaded transformers model."""
+
+    name = "hf"
+
+    def __init__(self, loaded: LoadedModel, prompt: PromptConfig, batch_size: int = 8):
+        self.loaded = loaded
+        self.prompt = prompt
+        self.batch_size = batch_size
+        self.eos = eos_token_ids(loaded)
+
+    def generate_ids(
+        self, prompt_ids: list[list[int]], sampling: SamplingConfig, seed: int
+    ) -> list[tuple[list[int], str]]:
+        """Complete one batch of tokenized prompts; returns (completion ids, finish reason) per row."""
+        model, tok = self.loaded.model, self.loaded.tokenizer
+        device = next(model.parameters()).device
+        width = max(len(p) for p in prompt_ids)
+        pad = tok.pad_token_id
+        input_ids = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(input_ids)
+        for row, ids in enumerate(prompt_ids):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            mask[row, width - len(ids) :] = 1
+        greedy = sampling.temperature == 0.0
+        options = dict(
+            max_new_tokens=sampling.max_tokens,
+            do_sample=not greedy,
+            eos_token_id=self.eos,
+            pad_token_id=pad,
+        )
+        if not greedy:
+            options.update(
+                temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or None
+            )
+        else:  # neutralise sampling defaults a checkpoint's generation config may carry
+            options.update(temperature=None, top_p=None, top_k=None)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), **options)
+        eos = set(self.eos)
+        return [trim_completion(row[width:].tolist(), eos) for row in out.cpu()]
+
+    def generate(
+        self,
+        problems: Sequence[Problem],
+        sampling: SamplingConfig,
+        skip: set[str] | None = None,
+        on_batch: Callable[[list[Rollout]], None] | None = None,
+    ) -> list[Rollout]:
+        """n samples per problem, in batches of `batch_size` sequences; `on_batch` sees each batch."""
+        tok = self.loaded.tokenizer
+        skip = skip or set()
+        todo = [(p, i) for p in problems for i in range(sampling.n) if rollout_id(p.id, i) not in skip]
+        encoded = {p.id: encode_prompt(p, tok, self.prompt) for p in {p.id: p for p, _ in todo}.values()}
+        results: list[Rollout] = []
+        for start in range(0, len(todo), self.batch_size):
+            batch = todo[start : start + self.batch_size]
+            ids = [rollout_id(p.id, i) for p, i in batch]
+            seed = derive_seed(sampling.seed, *ids)
+            outputs = self.generate_ids([encoded[p.id][1] for p, _ in batch], sampling, seed)
+            rollouts = [
+                Rollout(
+                    rollout_id=rid,
+                    problem_id=p.id,
+                    sample_index=i,
+                    source=p.source,
+                    problem=p.problem,
+                    gold=p.answer,
+                    prompt=encoded[p.id][0],
+                    prompt_ids=encoded[p.id][1],
+                    completion_ids=completion,
+                    text=tok.decode(completion, skip_special_tokens=True),
+                    finish_reason=reason,
+                    model=self.loaded.name,
+                    seed=seed,
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
+                    top_k=sampling.top_k,
+                    max_tokens=sampling.max_tokens,
+                )
+                for rid, (p, i), (completion, reason) in zip(ids, batch, outputs, strict=True)
+            ]
+            if on_batch is not None:
+                on_batch(rollouts)
+            results.extend(rollouts)
+        return results
