@@ -1,0 +1,100 @@
+"""Settings of the synthetic testbed: how hard the problems are and how much the traces overthink."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from attncore.config import Config
+from attncore.synthetic.templates import REDUNDANT_ROLES
+
+MAX_DIFFICULTY = 6
+MAX_REDUNDANCY = 0.8
+
+
+def _ordered(bounds: tuple[float, float], low: float, high: float | None = None) -> tuple[float, float]:
+    """Check a (low, high) pair: ordered, and within [low, high]."""
+    if bounds[0] > bounds[1]:
+        raise ValueError(f"lower bound {bounds[0]} is above upper bound {bounds[1]}")
+    if bounds[0] < low or (high is not None and bounds[1] > high):
+        span = f"{low}..{high}" if high is not None else f"{low} or above"
+        raise ValueError(f"bounds must lie within {span}")
+    return bounds
+
+
+class ProblemConfig(Config):
+    """Word problems: each draws its difficulty (number of operations) uniformly from `difficulty`."""
+
+    difficulty: tuple[int, int] = (1, MAX_DIFFICULTY)
+    number_range: tuple[int, int] = (2, 60)  # start amounts, +/− amounts and distractors
+    factor_range: tuple[int, int] = (2, 9)  # multipliers and divisors
+    max_value: int = Field(2000, ge=10)  # bound on every intermediate result and the answer
+    distractors: tuple[int, int] = (0, 2)  # how many unused quantities each problem mentions
+
+    @field_validator("difficulty")
+    @classmethod
+    def _difficulty(cls, v: tuple[int, int]) -> tuple[int, int]:
+        return _ordered(v, 1, MAX_DIFFICULTY)
+
+    @field_validator("number_range")
+    @classmethod
+    def _numbers(cls, v: tuple[int, int]) -> tuple[int, int]:
+        return _ordered(v, 1)
+
+    @field_validator("factor_range")
+    @classmethod
+    def _factors(cls, v: tuple[int, int]) -> tuple[int, int]:
+        return _ordered(v, 2)
+
+    @field_validator("distractors")
+    @classmethod
+    def _distractors(cls, v: tuple[int, int]) -> tuple[int, int]:
+        return _ordered(v, 0)
+
+
+class TraceConfig(Config):
+    """Reasoning traces: each draws its target share of redundant steps uniformly from `redundancy`.
+
+    `role_weights` sets how often each redundant role is chosen where it fits. `reflective_compute` is
+    the chance that an essential computation opens with a reflection phrase ("Wait", "But", ...), and
+    `progressive_redundant` the chance that a re-verification, self-check or detour opens with a
+    progression phrase ("So", "Now", ...): both keep the label from being readable off the opening.
+    """
+
+    redundancy: tuple[float, float] = (0.3, 0.7)
+    role_weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "reverify": 3.0,
+            "restate": 2.0,
+            "self_check": 2.0,
+            "abandoned": 2.0,
+            "slip": 1.5,
+        }
+    )
+    reflective_compute: float = Field(0.3, ge=0.0, le=1.0)
+    progressive_redundant: float = Field(0.45, ge=0.0, le=1.0)
+
+    @field_validator("redundancy")
+    @classmethod
+    def _redundancy(cls, v: tuple[float, float]) -> tuple[float, float]:
+        return _ordered(v, 0.0, MAX_REDUNDANCY)
+
+    @field_validator("role_weights")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        known = {str(role) for role in REDUNDANT_ROLES}
+        unknown = sorted(set(v) - known)
+        if unknown:
+            raise ValueError(f"unknown roles {unknown} (known: {sorted(known)})")
+        if any(w < 0 for w in v.values()) or not any(v.values()):
+            raise ValueError("weights must be non-negative with at least one positive")
+        return v
+
+
+class SyntheticConfig(Config):
+    """One generated set: `count` examples, reproducible from `seed` (example i uses its own stream)."""
+
+    count: int = Field(1000, ge=1)
+    seed: int = 0
+    id_prefix: str = "synthetic"
+    problem: ProblemConfig = Field(default_factory=ProblemConfig)
+    trace: TraceConfig = Field(default_factory=TraceConfig)

@@ -1,0 +1,108 @@
+"""Synthetic word problems: reproducible, solvable by their stored operations, numbers within range."""
+
+from __future__ import annotations
+
+import random
+from fractions import Fraction
+
+import pytest
+from attncore.errors import UserError
+from attncore.synthetic.arithmetic import apply, numbers_in
+from attncore.synthetic.config import ProblemConfig
+from attncore.synthetic.problems import SyntheticProblem, generate_problem
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+@st.composite
+def problem_configs(draw) -> ProblemConfig:
+    low = draw(st.integers(1, 10))
+    f_low = draw(st.integers(2, 4))
+    d_low = draw(st.integers(0, 2))
+    return ProblemConfig(
+        number_range=(low, draw(st.integers(low + 40, 150))),
+        factor_range=(f_low, draw(st.integers(f_low + 3, 12))),
+        max_value=draw(st.integers(800, 5000)),
+        distractors=(d_low, draw(st.integers(d_low, 3))),
+    )
+
+
+def evaluate(problem: SyntheticProblem) -> list[Fraction]:
+    """Recompute every operation from the problem's given numbers and the results it references."""
+    values: list[Fraction] = []
+    for op in problem.operations:
+        left = op.left if op.left_from is None else values[op.left_from]
+        right = op.right if op.right_from is None else values[op.right_from]
+        values.append(apply(op.op, left, right))
+    return values
+
+
+def test_same_seed_gives_the_same_problem_and_another_seed_a_different_one():
+    cfg = ProblemConfig()
+    first = generate_problem(random.Random(7), cfg, 4)
+    assert generate_problem(random.Random(7), cfg, 4) == first
+    assert generate_problem(random.Random(8), cfg, 4) != first
+
+
+def test_a_hand_checked_problem():
+    problem = generate_problem(random.Random(7), ProblemConfig(distractors=(0, 0)), 2)
+    assert problem.text == (
+        "Tom bakes 25 cookies. Ava bakes 35 cookies. Then she bakes 17 more cookies in the afternoon. "
+        "How many more cookies does Ava have than Tom?"
+    )
+    # Ava's chain first, then the difference with the larger amount first.
+    assert [(op.left, op.op, op.right, op.result) for op in problem.operations] == [
+        (35, "+", 17, 52),
+        (52, "-", 25, 27),
+    ]
+    assert [(op.left_from, op.right_from) for op in problem.operations] == [(None, None), (0, None)]
+    assert problem.answer == 27
+    assert problem.quantities == (35, 17, 25)
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 10**9), difficulty=st.integers(1, 6), cfg=problem_configs())
+def test_generated_problems_are_consistent(seed: int, difficulty: int, cfg: ProblemConfig):
+    problem = generate_problem(random.Random(seed), cfg, difficulty)
+    ops = problem.operations
+
+    # The answer is the evaluation of the stored operations, and every result is a whole number.
+    values = evaluate(problem)
+    assert [Fraction(op.result) for op in ops] == values
+    assert problem.answer == values[-1]
+    assert all(v.denominator == 1 and 1 <= v <= cfg.max_value for v in values)
+    assert problem.difficulty == difficulty == len(ops)
+
+    # Every intermediate result is used exactly once later: all operations are needed for the answer.
+    references = [i for op in ops for i in (op.left_from, op.right_from) if i is not None]
+    assert sorted(references) == list(range(len(ops) - 1))
+    assert all(i < k for k, op in enumerate(ops) for i in (op.left_from, op.right_from) if i is not None)
+
+    # Given numbers lie in their ranges: factors for × and ÷, the number range otherwise.
+    for op in ops:
+        if op.left_from is None:
+            assert cfg.number_range[0] <= op.left <= cfg.number_range[1]
+        if op.right_from is None:
+            low, high = cfg.factor_range if op.op in "*/" else cfg.number_range
+            assert low <= op.right <= high
+    assert all(cfg.number_range[0] <= d <= cfg.number_range[1] for d in problem.distractors)
+    assert cfg.distractors[0] <= len(problem.distractors) <= cfg.distractors[1]
+
+    # Every number is distinct, the text states exactly the quantities, and distractors are unused.
+    every_value = [*problem.quantities, *(op.result for op in ops)]
+    assert len(set(every_value)) == len(every_value)
+    assert sorted(numbers_in(problem.text)) == sorted(problem.quantities)
+    operands = {n for op in ops for n in (op.left, op.right)}
+    assert not operands & set(problem.distractors)
+
+
+def test_all_four_operations_occur():
+    cfg = ProblemConfig()
+    ops = {op.op for seed in range(200) for op in generate_problem(random.Random(seed), cfg, 4).operations}
+    assert ops == {"+", "-", "*", "/"}
+
+
+def test_impossible_ranges_are_a_user_error():
+    cfg = ProblemConfig(number_range=(2, 3), factor_range=(2, 2))
+    with pytest.raises(UserError, match="could not draw a problem of difficulty 6"):
+        generate_problem(random.Random(0), cfg, 6)
