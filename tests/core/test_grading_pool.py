@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -102,3 +104,9 @@ def test_a_closed_grader_restarts_on_the_next_call() -> None:
 def test_user_mistakes_fail_before_any_worker_starts(make, message: str) -> None:
     with pytest.raises(UserError, match=message):
         make()
+
+
+def test_importing_the_package_leaves_math_verify_to_the_workers() -> None:
+    check = "import sys, attncore.grading; print('math_verify' in sys.modules, 'sympy' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
+    assert loaded.stdout.split() == ["False", "False"]

@@ -6,7 +6,7 @@ than `timeout_s` the parent kills that worker, reports the answer incorrect with
 starts a replacement. A worker that dies (segfault, out of memory) costs only its current answer.
 
 Workers are started from a forkserver that has already imported math-verify and sympy (about 2.5 s once
-per parent process), so a replacement is ready in milliseconds and no worker inherits the parent's
+per parent process), so a replacement is ready in a fraction of a second and no worker inherits the parent's
 threads or CUDA state. As with any forkserver or spawn multiprocessing, workers re-import the main script,
 so a script that grades must keep its top-level code under `if __name__ == "__main__":`.
 
@@ -27,7 +27,8 @@ from multiprocessing.process import BaseProcess
 from types import TracebackType
 
 from attncore.errors import UserError
-from attncore.grading.normalize import numeric_gold
+from attncore.grading.code import parse_test_spec
+from attncore.grading.normalize import choice_gold, numeric_gold
 from attncore.grading.result import GradeResult, GradingMode, Reason, as_mode
 
 DEFAULT_WORKERS = 2
@@ -158,6 +159,12 @@ class Grader:
         if mode is GradingMode.GSM8K:
             for gold in golds:
                 numeric_gold(gold)
+        elif mode is GradingMode.CHOICE:
+            for gold in golds:
+                choice_gold(gold)
+        elif mode is GradingMode.CODE:
+            for gold in set(golds):
+                parse_test_spec(gold)
         self.start()
         batch = _Batch(responses, golds, mode, deque(range(len(responses))), [None] * len(responses))
         while batch.queue or any(worker.task is not None for worker in self._pool):
