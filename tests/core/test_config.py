@@ -1,0 +1,86 @@
+"""Config loading: strict keys, dotted overrides, one-line errors naming field, value and file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from attncore.config import Config, ConfigError, apply_overrides, load_config, parse_override, save_resolved
+
+
+class Sampling(Config):
+    temperature: float = 0.0
+    n: int = 1
+
+
+class Job(Config):
+    name: str = "job"
+    sampling: Sampling = Sampling()
+    tags: list[str] = []
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_file_and_overrides_merge(tmp_path):
+    path = write(tmp_path, "name: base\nsampling:\n  temperature: 0.6\n")
+    cfg = load_config(Job, path, ["sampling.n=4", "tags=[a, b]"])
+    assert cfg == Job(name="base", sampling=Sampling(temperature=0.6, n=4), tags=["a", "b"])
+
+
+def test_unknown_key_in_file_names_key_and_file(tmp_path):
+    path = write(tmp_path, "sampling:\n  temprature: 0.6\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(Job, path)
+    message = str(err.value)
+    assert "sampling.temprature" in message and str(path) in message and "unknown key" in message
+    assert "\n" not in message
+
+
+def test_unknown_key_from_override_names_the_override(tmp_path):
+    with pytest.raises(ConfigError, match=r"command-line override: unknown key 'sampling\.tempo'"):
+        load_config(Job, None, ["sampling.tempo=1"])
+
+
+def test_bad_value_names_field_value_and_file(tmp_path):
+    path = write(tmp_path, "sampling:\n  n: many\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(Job, path)
+    assert f"{path}: sampling.n='many'" in str(err.value)
+
+
+def test_invalid_yaml_reports_line(tmp_path):
+    path = write(tmp_path, "name: a\nsampling: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"invalid YAML \(line \d+\)"):
+        load_config(Job, path)
+
+
+def test_missing_file_and_non_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(Job, tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(Job, write(tmp_path, "- a\n- b\n"))
+
+
+def test_override_parsing():
+    assert parse_override("a.b=0.5") == (["a", "b"], 0.5)
+    assert parse_override("flag=true") == (["flag"], True)
+    assert parse_override("x=null") == (["x"], None)
+    assert parse_override("s=hello world") == (["s"], "hello world")
+    assert parse_override("empty=") == (["empty"], "")
+    with pytest.raises(ConfigError, match="key.path=value"):
+        parse_override("novalue")
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        apply_overrides({"a": 1}, ["a.b=2"])
+
+
+def test_saved_resolved_config_round_trips(tmp_path):
+    cfg = load_config(Job, None, ["sampling.temperature=0.7", "tags=[x]"])
+    saved = save_resolved(cfg, tmp_path / "out")
+    assert yaml.safe_load(saved.read_text()) == {"name": "job", "sampling": {"temperature": 0.7, "n": 1}, "tags": ["x"]}
+    assert load_config(Job, saved) == cfg
