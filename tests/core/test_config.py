@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import Field
 
 from attncore.config import Config, ConfigError, apply_overrides, load_config, parse_override, save_resolved
 
@@ -18,7 +19,7 @@ class Sampling(Config):
 class Job(Config):
     name: str = "job"
     sampling: Sampling = Sampling()
-    tags: list[str] = []
+    tags: list[str] = Field(default_factory=list)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -73,7 +74,7 @@ def test_override_parsing():
     assert parse_override("x=null") == (["x"], None)
     assert parse_override("s=hello world") == (["s"], "hello world")
     assert parse_override("empty=") == (["empty"], "")
-    with pytest.raises(ConfigError, match="key.path=value"):
+    with pytest.raises(ConfigError, match=r"key\.path=value"):
         parse_override("novalue")
     with pytest.raises(ConfigError, match="is a value, not a section"):
         apply_overrides({"a": 1}, ["a.b=2"])
@@ -82,5 +83,9 @@ def test_override_parsing():
 def test_saved_resolved_config_round_trips(tmp_path):
     cfg = load_config(Job, None, ["sampling.temperature=0.7", "tags=[x]"])
     saved = save_resolved(cfg, tmp_path / "out")
-    assert yaml.safe_load(saved.read_text()) == {"name": "job", "sampling": {"temperature": 0.7, "n": 1}, "tags": ["x"]}
+    assert yaml.safe_load(saved.read_text()) == {
+        "name": "job",
+        "sampling": {"temperature": 0.7, "n": 1},
+        "tags": ["x"],
+    }
     assert load_config(Job, saved) == cfg

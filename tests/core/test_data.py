@@ -44,10 +44,15 @@ def test_gsm8k_rationale_drops_calculator_annotations():
 
 def test_svamp_and_asdiv_join_body_and_question():
     svamp = load_problems(DataConfig(name="svamp", limit=1))[0]
-    assert svamp.problem.startswith("There are 87 oranges") and svamp.problem.endswith("How big is each group of bananas?")
+    assert svamp.problem.startswith("There are 87 oranges") and svamp.problem.endswith(
+        "How big is each group of bananas?"
+    )
     assert svamp.meta["equation"] == "( 290.0 / 2.0 )"
     asdiv = load_problems(DataConfig(name="asdiv", limit=1))[0]
-    assert asdiv.problem == "Seven red apples and two green apples are in the basket. How many apples are in the basket?"
+    assert (
+        asdiv.problem
+        == "Seven red apples and two green apples are in the basket. How many apples are in the basket?"
+    )
 
 
 def test_svamp_split_is_fixed_and_disjoint():
@@ -60,7 +65,9 @@ def test_svamp_split_is_fixed_and_disjoint():
 
 def test_offset_and_limit():
     all_ = load_problems(DataConfig(name="math500"))
-    assert [p.id for p in load_problems(DataConfig(name="math500", offset=10, limit=5))] == [p.id for p in all_[10:15]]
+    assert [p.id for p in load_problems(DataConfig(name="math500", offset=10, limit=5))] == [
+        p.id for p in all_[10:15]
+    ]
 
 
 def test_hub_path_uses_the_same_normaliser(tmp_path):

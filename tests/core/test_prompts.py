@@ -28,7 +28,9 @@ def test_r1_does_not_open_thinking_twice():
     tok.chat_template = tok.chat_template.replace("assistant\\n", "assistant\\n<think>\\n")
     text = render_prompt(PROBLEM, tok, PromptConfig(template="r1", instruction=""))
     assert text.endswith("<|im_start|>assistant\n<think>\n") and text.count("<think>") == 1
-    assert "What is 12 + 7?<|im_end|>" in text, "an empty instruction leaves the raw question (AttnPO training)"
+    assert "What is 12 + 7?<|im_end|>" in text, (
+        "an empty instruction leaves the raw question (AttnPO training)"
+    )
 
 
 def test_plain_template_shows_a_worked_example_turn(tok):
