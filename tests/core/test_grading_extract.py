@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from attncore.grading import extract_boxed, extract_gsm8k, split_thinking
 from hypothesis import given
 from hypothesis import strategies as st
+
+from attncore.grading import extract_boxed, extract_gsm8k, split_thinking
 
 # Text with every character that matters to brace matching, but no `\boxed` / `\fbox` command.
 _PLAIN = st.text(alphabet=st.sampled_from(list("ab1 +=$.{}\\\n")), max_size=40).filter(

@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
+
 from attncore.data import DataConfig, Problem, load_problems
 from attncore.grading import Grader, GradeResult, GradingMode
 from attncore.paths import data_dir

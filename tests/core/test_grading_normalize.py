@@ -5,11 +5,12 @@ from __future__ import annotations
 from fractions import Fraction
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from attncore.errors import UserError
 from attncore.grading import normalize_answer, parse_number
 from attncore.grading.normalize import numeric_gold
-from hypothesis import given
-from hypothesis import strategies as st
 
 
 @pytest.mark.parametrize(

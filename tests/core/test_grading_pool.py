@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+
 from attncore.errors import UserError
 from attncore.grading import Grader, GradeResult, Reason, grade_answers
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from attncore.errors import UserError
 from attncore.grading import GradeResult, Reason
 from attncore.grading.rules import grade_response
