@@ -8,8 +8,10 @@ from typing import Annotated
 import typer
 
 from attncore.cli_support import config_from_cli, new_app, run_app
+from attncore.eval.cli import app as eval_app
 
 app = new_app("Shared core of AttnPO and MoLSAKI: rollouts, grading, attention extraction, evaluation.")
+app.add_typer(eval_app, name="eval")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
 Overrides = Annotated[

@@ -2,15 +2,22 @@
 
 Local copies are read from the reference-data folder (`paths.data_dir`); the same benchmark names load
 from the Hugging Face hub when a hub dataset id is given. Every source goes through one normaliser per
-benchmark, so a problem looks the same whichever way it was loaded.
+benchmark, so a problem looks the same whichever way it was loaded. The out-of-domain sets of AttnPO
+(GPQA-Diamond, MMLU, LiveCodeBench) have no local copy and always load from the hub.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import io
 import json
+import logging
+import pickle
 import random
 import re
-from collections.abc import Callable, Iterable
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +29,8 @@ from attncore.paths import data_dir
 BUNDLED_PROBLEMS = Path(__file__).parent / "resources" / "bundled_gsm8k_style.jsonl"
 SVAMP_TEST_SIZE = 200
 SVAMP_SPLIT_SEED = 0
+CHOICE_SHUFFLE_SEED = 0
+OPTION_LETTERS = "ABCDEFGHIJ"
 
 
 @dataclass(frozen=True)
@@ -117,17 +126,106 @@ def _asdiv(row: dict[str, Any], index: int, source: str) -> Problem:
     return Problem(f"{source}/{row.get('idx', index)}", f"{body} {question}", answer, source, None, meta)
 
 
+def multiple_choice_text(question: str, options: list[str]) -> str:
+    """The question followed by its options on lines `A) ...`, `B) ...`."""
+    lines = [f"{letter}) {option}" for letter, option in zip(OPTION_LETTERS, options, strict=False)]
+    return question.strip() + "\n\n" + "\n".join(lines)
+
+
+def _gpqa(row: dict[str, Any], index: int, source: str) -> Problem:
+    """GPQA lists the correct answer first, so the options are shuffled with a seed fixed per record:
+    every load (and every user) sees the same order, and the gold letter is spread over A-D."""
+    ident = row.get("Record ID", index)
+    options = [str(_first(row, "Correct Answer")).strip()]
+    options += [str(_first(row, f"Incorrect Answer {i}")).strip() for i in (1, 2, 3)]
+    order = list(range(len(options)))
+    random.Random(f"{CHOICE_SHUFFLE_SEED}|{ident}").shuffle(order)
+    shuffled = [options[i] for i in order]
+    gold = OPTION_LETTERS[order.index(0)]
+    meta = {"domain": str(row["High-level domain"])} if row.get("High-level domain") else {}
+    question = str(_first(row, "Question"))
+    return Problem(f"{source}/{ident}", multiple_choice_text(question, shuffled), gold, source, None, meta)
+
+
+def _mmlu(row: dict[str, Any], index: int, source: str) -> Problem:
+    """MMLU keeps its published option order (its answer letters are already balanced)."""
+    options = [str(option) for option in _first(row, "choices")]
+    answer = _first(row, "answer")
+    gold = OPTION_LETTERS[int(answer)] if str(answer).isdigit() else str(answer).strip().upper()
+    subject = str(row.get("subject", ""))
+    question = str(_first(row, "question"))
+    return Problem(
+        f"{source}/{subject}/{index}",
+        multiple_choice_text(question, options),
+        gold,
+        source,
+        None,
+        {"subject": subject} if subject else {},
+    )
+
+
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Unpickles strings, numbers, lists and dicts only: a data file must not run code on load."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise UserError(f"refusing to unpickle {module}.{name} from a dataset field (plain data only)")
+
+
+def _livecodebench_tests(field_value: str) -> list[dict[str, Any]]:
+    """LiveCodeBench stores test cases as JSON, or as base64 of zlib of a pickled JSON string."""
+    text = field_value.strip()
+    if not text.startswith(("[", "{")):
+        raw = zlib.decompress(base64.b64decode(text.encode()))
+        text = _PlainDataUnpickler(io.BytesIO(raw)).load()
+    return json.loads(text)
+
+
+LIVECODEBENCH_STDIN = (
+    "Read the input from standard input and write the answer to standard output. Give the complete "
+    "program in one ```python code block."
+)
+LIVECODEBENCH_STARTER = (
+    "Complete the starter code below (keep its class and method signature) and give the whole solution "
+    "in one ```python code block.\n\n```python\n{starter}\n```"
+)
+
+
+def _livecodebench(row: dict[str, Any], index: int, source: str) -> Problem:
+    """A coding problem; the gold answer is the JSON test specification read by the `code` grader:
+    `{"fn_name": name or null, "tests": [{"input", "output", "testtype": "stdin"|"functional"}]}`."""
+    tests = [
+        {"input": t["input"], "output": t["output"], "testtype": t["testtype"]}
+        for key in ("public_test_cases", "private_test_cases")
+        for t in _livecodebench_tests(str(row.get(key) or "[]"))
+    ]
+    metadata = json.loads(row.get("metadata") or "{}")
+    starter = str(row.get("starter_code") or "").strip()
+    how = LIVECODEBENCH_STARTER.format(starter=starter) if starter else LIVECODEBENCH_STDIN
+    problem = f"{str(_first(row, 'question_content')).strip()}\n\n{how}"
+    gold = json.dumps({"fn_name": metadata.get("func_name"), "tests": tests})
+    meta = {k: str(row[k]) for k in ("platform", "difficulty", "contest_date") if row.get(k) is not None}
+    ident = row.get("question_id", index)
+    return Problem(f"{source}/{ident}", problem, gold, source, None, meta)
+
+
 Normaliser = Callable[[dict[str, Any], int, str], Problem]
 
 
 @dataclass(frozen=True)
 class BenchmarkSpec:
-    """Where a benchmark lives locally and on the hub, and how its rows become Problems."""
+    """Where a benchmark lives locally and on the hub, and how its rows become Problems.
+
+    `hub_splits` renames a split for the hub (GPQA publishes its test set as `train`); `hub_files` lists,
+    per split, JSON-lines files of the hub repository to read directly, for repositories whose loading
+    script `datasets` no longer runs. A benchmark without local files always loads from the hub.
+    """
 
     local: dict[str, str]  # split -> path under the data folder
     normalise: Normaliser
     hub_id: str
     hub_config: str | None = None
+    hub_splits: dict[str, str] = field(default_factory=dict)
+    hub_files: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 BENCHMARKS: dict[str, BenchmarkSpec] = {
@@ -146,6 +244,18 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     ),
     "svamp": BenchmarkSpec({"test": "benchmarks/svamp/test.jsonl"}, _svamp, "ChilleD/SVAMP"),
     "asdiv": BenchmarkSpec({"test": "benchmarks/asdiv/test.jsonl"}, _asdiv, "EleutherAI/asdiv"),
+    "gpqa_diamond": BenchmarkSpec({}, _gpqa, "Idavidrein/gpqa", "gpqa_diamond", hub_splits={"test": "train"}),
+    "mmlu": BenchmarkSpec({}, _mmlu, "cais/mmlu", "all"),
+    # `v6`: the problems added in release v6 (test6.jsonl); `release_v6`: every problem up to v6.
+    "livecodebench": BenchmarkSpec(
+        {},
+        _livecodebench,
+        "livecodebench/code_generation_lite",
+        hub_files={
+            "v6": ("test6.jsonl",),
+            "release_v6": ("test.jsonl", *(f"test{i}.jsonl" for i in range(2, 7))),
+        },
+    ),
 }
 
 # SVAMP has no official split; the distillation paper trains on 800 and tests on 200. We fix one
@@ -192,18 +302,45 @@ def _local_rows(name: str, split: str, folder: Path | None) -> tuple[list[tuple[
     return indexed, f"{name}/{split}"
 
 
+@contextlib.contextmanager
+def _quiet_hub_retries() -> Iterator[None]:
+    """Without network the hub client logs every retry; the one-line error after them is enough."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(level)
+
+
 def _hub_rows(cfg: DataConfig) -> tuple[list[tuple[int, dict[str, Any]]], str]:
     import datasets
 
     spec = BENCHMARKS.get(cfg.name)
     hub_id = cfg.hub_id or (spec.hub_id if spec else cfg.name)
-    config_name = cfg.hub_config or (spec.hub_config if spec and hub_id == spec.hub_id else None)
+    own = spec is not None and hub_id == spec.hub_id
+    config_name = cfg.hub_config or (spec.hub_config if own else None)
+    split = spec.hub_splits.get(cfg.split, cfg.split) if own else cfg.split
+    files = spec.hub_files if own else {}
+    if files and cfg.split not in files:
+        raise UserError(f"benchmark {cfg.name!r} has no split {cfg.split!r} (known: {', '.join(files)})")
     try:
-        ds = datasets.load_dataset(hub_id, config_name, split=cfg.split)
+        with _quiet_hub_retries():
+            if files:
+                urls = [f"hf://datasets/{hub_id}/{name}" for name in files[cfg.split]]
+                ds = datasets.load_dataset("json", data_files=urls, split="train")
+            else:
+                ds = datasets.load_dataset(hub_id, config_name, split=split)
     except Exception as exc:  # the hub raises many types; the user needs the first line only
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"could not load {hub_id!r} (split {cfg.split!r}) from the hub: {first}") from None
     return list(enumerate(ds)), f"{cfg.name}/{cfg.split}"
+
+
+def hub_only(name: str) -> bool:
+    """True for a registered benchmark without a local copy (it always loads from the hub)."""
+    return name in BENCHMARKS and not BENCHMARKS[name].local
 
 
 def load_problems(cfg: DataConfig) -> list[Problem]:
@@ -212,7 +349,7 @@ def load_problems(cfg: DataConfig) -> list[Problem]:
         raise UserError(
             f"unknown benchmark {cfg.name!r} (known: {', '.join(BENCHMARKS)}; or give data.hub_id)"
         )
-    if cfg.hub_id is not None:
+    if cfg.hub_id is not None or hub_only(cfg.name):
         indexed, source = _hub_rows(cfg)
     else:
         indexed, source = _local_rows(cfg.name, cfg.split, data_dir(cfg.data_dir))
@@ -229,7 +366,7 @@ def bundled_problems() -> list[Problem]:
 
 def load_problems_or_bundled(cfg: DataConfig) -> tuple[list[Problem], str]:
     """Like `load_problems`, but falls back to the bundled problems when no data folder exists."""
-    if cfg.hub_id is None and data_dir(cfg.data_dir) is None:
+    if cfg.hub_id is None and not hub_only(cfg.name) and data_dir(cfg.data_dir) is None:
         problems = bundled_problems()
         end = None if cfg.limit is None else cfg.offset + cfg.limit
         return problems[cfg.offset : end], "bundled"

@@ -1,4 +1,5 @@
-"""Pulling the final answer out of a model response: `\\boxed{}`, the `</think>` split, GSM8K `#### N`.
+"""Pulling the final answer out of a model response: `\\boxed{}`, the `</think>` split, GSM8K `#### N`,
+multiple-choice letters.
 
 Every function here is linear in the input length and returns None instead of raising on malformed
 text (a truncated generation with unbalanced braces is an ordinary input, not an error).
@@ -103,3 +104,35 @@ def extract_gsm8k(text: str) -> str | None:
         return None
     number = match.group(0)
     return number[:-1] if number.endswith(".") else number
+
+
+# A box holding a letter, possibly wrapped: `B`, `(B)`, `\text{B}`, `\textbf{(B)}`, `B) 42`, `B.`.
+_BOXED_CHOICE = re.compile(r"^\s*(?:\\text(?:bf)?\s*\{\s*)?\(?\s*([A-J])\s*\)?\s*\}?\s*(?:$|[.:)]|\s)", re.S)
+# "the answer is (B)", "Answer: B", "correct option is **C**"; the letter must stand alone.
+_ANSWER_PHRASE = re.compile(
+    r"(?i:answer|choice|option)\s*(?i:is|:|=)?\s*:?\s*[*(\[]*\s*([A-J])(?![A-Za-z0-9])"
+)
+# A final line that is only a letter: "C", "(C)", "**C**".
+_LAST_LINE_CHOICE = re.compile(r"^[\s*(\[]*([A-J])[\s*)\].]*$")
+
+
+def extract_choice(text: str) -> str | None:
+    """The option letter a response chose: the last `\\boxed{}` if it holds a letter, else the last
+    "answer is X" phrase, else a final line holding only a letter; None otherwise.
+
+    Letters inside prose ("A train leaves...") never count: they need a box, an answer phrase or a line
+    of their own.
+    """
+    boxed = extract_boxed(text)
+    if boxed is not None:
+        match = _BOXED_CHOICE.match(boxed)
+        return match.group(1) if match else None
+    phrases = deque(_ANSWER_PHRASE.finditer(text), maxlen=1)
+    if phrases:
+        return phrases[0].group(1)
+    lines = text.strip().splitlines()
+    if lines:
+        match = _LAST_LINE_CHOICE.match(lines[-1])
+        if match:
+            return match.group(1)
+    return None

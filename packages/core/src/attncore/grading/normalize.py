@@ -96,3 +96,11 @@ def numeric_gold(gold: str) -> Fraction:
     if value is None:
         raise UserError(f"gsm8k grading needs numeric gold answers, got {gold!r}")
     return value
+
+
+def choice_gold(gold: str) -> str:
+    """A multiple-choice gold answer as its upper-case letter; a UserError names one that is not a letter."""
+    letter = gold.strip().strip("()").upper()
+    if len(letter) != 1 or not "A" <= letter <= "Z":
+        raise UserError(f"choice grading needs option letters as gold answers, got {gold!r}")
+    return letter

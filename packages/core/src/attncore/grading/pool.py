@@ -27,7 +27,8 @@ from multiprocessing.process import BaseProcess
 from types import TracebackType
 
 from attncore.errors import UserError
-from attncore.grading.normalize import numeric_gold
+from attncore.grading.code import parse_test_spec
+from attncore.grading.normalize import choice_gold, numeric_gold
 from attncore.grading.result import GradeResult, GradingMode, Reason, as_mode
 
 DEFAULT_WORKERS = 2
@@ -158,6 +159,12 @@ class Grader:
         if mode is GradingMode.GSM8K:
             for gold in golds:
                 numeric_gold(gold)
+        elif mode is GradingMode.CHOICE:
+            for gold in golds:
+                choice_gold(gold)
+        elif mode is GradingMode.CODE:
+            for gold in set(golds):
+                parse_test_spec(gold)
         self.start()
         batch = _Batch(responses, golds, mode, deque(range(len(responses))), [None] * len(responses))
         while batch.queue or any(worker.task is not None for worker in self._pool):

@@ -16,11 +16,17 @@ class GradingMode(StrEnum):
     - `attnpo`: AttnPO's correctness rule (spec §2): no `<think>`, exactly one `</think>`, and the last
       `\\boxed{}` after it equal to the gold answer.
     - `gsm8k`: the number on the last `#### N` line, compared exactly with a numeric gold answer.
+    - `choice`: the option letter after the last `</think>` (a boxed letter, else an "answer is X" phrase,
+      else a last line holding only a letter), compared with a gold letter.
+    - `code`: the last fenced code block after the last `</think>`, run on the test cases of a JSON gold
+      specification (`attncore.grading.code`); correct when every test passes.
     """
 
     MATH = "math"
     ATTNPO = "attnpo"
     GSM8K = "gsm8k"
+    CHOICE = "choice"
+    CODE = "code"
 
 
 class Reason(StrEnum):

@@ -6,9 +6,10 @@ on trusted text (tests, reference solutions); `Grader` runs it in worker process
 
 from __future__ import annotations
 
+from attncore.grading.code import extract_code, passes_tests
 from attncore.grading.equivalence import answers_equivalent, extract_final_answer
-from attncore.grading.extract import extract_boxed, extract_gsm8k, split_thinking
-from attncore.grading.normalize import numeric_gold, parse_number
+from attncore.grading.extract import extract_boxed, extract_choice, extract_gsm8k, split_thinking
+from attncore.grading.normalize import choice_gold, numeric_gold, parse_number
 from attncore.grading.result import GradeResult, GradingMode, Reason, as_mode
 
 _WARM_UP = (
@@ -20,6 +21,7 @@ _WARM_UP = (
     ),
     ("The final answer is $x = 3$.", "3", GradingMode.MATH),
     ("She pays 5 + 13 = 18 dollars.\n#### 18", "18", GradingMode.GSM8K),
+    ("</think>The answer is $\\boxed{C}$.", "C", GradingMode.CHOICE),
 )
 
 
@@ -33,6 +35,17 @@ def grade_response(response: str, gold: str, mode: GradingMode | str = GradingMo
         if pred is None:
             return GradeResult(False, None, Reason.NO_ANSWER)
         return GradeResult(parse_number(pred) == expected, pred, Reason.OK)
+    if mode is GradingMode.CODE:
+        code = extract_code(split.answer)
+        if code is None:
+            return GradeResult(False, None, Reason.NO_ANSWER)
+        return GradeResult(passes_tests(code, gold), None, Reason.OK)
+    if mode is GradingMode.CHOICE:
+        expected_letter = choice_gold(gold)
+        pred = extract_choice(split.answer)
+        if pred is None:
+            return GradeResult(False, None, Reason.NO_ANSWER)
+        return GradeResult(pred == expected_letter, pred, Reason.OK)
     if mode is GradingMode.ATTNPO:
         if split.has_open or split.close_count != 1:
             return GradeResult(False, None, Reason.MALFORMED_THINK)

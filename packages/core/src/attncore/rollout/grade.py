@@ -1,27 +1,56 @@
 """Grade a rollout folder in place: each shard gains correctness and token-count columns.
 
 Shards are rewritten one at a time (atomically, see `attncore.shards`) and their manifest entry
-records the grading mode, so an interrupted grading run resumes with the shards not yet graded.
+records the grading mode and `GRADE_VERSION`, so an interrupted grading run resumes with the shards
+not yet graded, and shards graded by an older version gain the columns added since.
+
+Thinking and answer tokens are counted on the generated ids, never on a re-tokenization:
+
+- with a `</think>` in the completion, thinking is every token up to and including the last
+  `</think>` (the cut the graders use), and answer is every token after it (`</think>` must survive
+  decoding, as it does in R1 and Qwen3 tokenizers, where it is not a special token);
+- without one, the completion is all thinking when thinking was opened (the prompt ends with
+  `<think>`, as R1 templates do, or the completion opened it) and never closed, whether it ran into
+  the length limit or stopped early; otherwise (a model that does not think, e.g. the plain template)
+  it is all answer.
+
+So `n_thinking_tokens + n_answer_tokens == n_completion_tokens` for every rollout.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from attncore.config import Config
-from attncore.grading import Grader, GradingMode
-from attncore.rollout.store import RolloutStore
 from tqdm.auto import tqdm
 
-GRADE_COLUMNS = ("correct", "pred", "grade_reason", "grade_mode", "n_completion_tokens")
+from attncore.config import Config
+from attncore.errors import UserError
+from attncore.grading import Grader, GradingMode
+from attncore.grading.extract import THINK_CLOSE, THINK_OPEN
+from attncore.models import load_tokenizer, resolve_model_source
+from attncore.rollout.store import RolloutStore
+from attncore.steps import decode, single_token_id, token_at_char, token_char_ends
+
+GRADE_COLUMNS = (
+    "correct",
+    "pred",
+    "grade_reason",
+    "grade_mode",
+    "n_completion_tokens",
+    "n_thinking_tokens",
+    "n_answer_tokens",
+)
+GRADE_VERSION = 2  # 2: thinking / answer token counts
 
 
 class GradingConfig(Config):
     """How rollouts are graded; `auto` picks `gsm8k` for the plain template and `math` otherwise."""
 
-    mode: Literal["auto", "math", "attnpo", "gsm8k"] = "auto"
+    mode: Literal["auto", "math", "attnpo", "gsm8k", "choice", "code"] = "auto"
     workers: int = 2
     timeout_s: float = 5.0
 
@@ -32,34 +61,96 @@ def resolve_grading_mode(mode: str, template: str) -> GradingMode:
     return GradingMode(mode)
 
 
-def with_grades(table: pa.Table, grader: Grader, mode: GradingMode) -> pa.Table:
-    """`table` plus the grade columns (replacing any from an earlier grading)."""
+def thinking_token_count(
+    completion_ids: Sequence[int], text: str, thinking_opened: bool, tokenizer: Callable[[], Any]
+) -> int:
+    """How many leading tokens of a completion are thinking (see the module docstring for the rule).
+
+    `text` is the decoded completion and `tokenizer` a function returning the generating tokenizer, only
+    called when the text holds a `</think>` (texts without one are counted without a tokenizer).
+    """
+    if THINK_CLOSE not in text:
+        return len(completion_ids) if thinking_opened or THINK_OPEN in text else 0
+    tok = tokenizer()
+    ids = [int(i) for i in completion_ids]
+    close_id = single_token_id(tok, THINK_CLOSE)
+    if close_id is not None and close_id in ids:
+        return len(ids) - ids[::-1].index(close_id)
+    decoded = decode(tok, ids)
+    at = decoded.rfind(THINK_CLOSE)
+    if at < 0:
+        raise ValueError("`</think>` is in the stored text but not in the decoded completion ids")
+    # the token holding the last character of `</think>` closes the thinking
+    return token_at_char(token_char_ends(tok, ids), at + len(THINK_CLOSE) - 1) + 1
+
+
+def prompt_opens_thinking(prompt: str) -> bool:
+    """True when the prompt leaves the model inside a thinking block (R1 templates end with `<think>`)."""
+    return prompt.rstrip().endswith(THINK_OPEN)
+
+
+def with_grades(table: pa.Table, grader: Grader, mode: GradingMode, tokenizer: Callable[[], Any]) -> pa.Table:
+    """`table` plus the grade columns (replacing any from an earlier grading); `tokenizer` returns the
+    generating tokenizer (see `thinking_token_count`)."""
     results = grader.grade(table.column("text").to_pylist(), table.column("gold").to_pylist(), mode)
     keep = [name for name in table.column_names if name not in GRADE_COLUMNS]
     out = table.select(keep)
     lengths = pc.list_value_length(table.column("completion_ids")).cast(pa.int32())
+    thinking = [
+        thinking_token_count(ids, text, prompt_opens_thinking(prompt), tokenizer)
+        for ids, text, prompt in zip(
+            table.column("completion_ids").to_pylist(),
+            table.column("text").to_pylist(),
+            table.column("prompt").to_pylist(),
+            strict=True,
+        )
+    ]
+    n_thinking = pa.array(thinking, pa.int32())
     columns = {
         "correct": pa.array([r.correct for r in results], pa.bool_()),
         "pred": pa.array([r.pred for r in results], pa.string()),
         "grade_reason": pa.array([str(r.reason) for r in results], pa.string()),
         "grade_mode": pa.array([str(mode)] * len(results), pa.string()),
         "n_completion_tokens": lengths,
+        "n_thinking_tokens": n_thinking,
+        "n_answer_tokens": pc.subtract(lengths, n_thinking),
     }
     for name, column in columns.items():
         out = out.append_column(name, column)
     return out
 
 
-def grade_store(store: RolloutStore, cfg: GradingConfig, template: str, progress: bool = True) -> int:
-    """Grade every shard of `store` not yet graded in this mode; returns the number of rows graded."""
+def store_tokenizer(store: RolloutStore):
+    """The tokenizer of the model that wrote `store`, from the model recorded in its metadata."""
+    model = store.meta.get("model")
+    if not isinstance(model, dict) or "name" not in model:
+        raise UserError(f"{store.root} does not record its model, so its thinking tokens cannot be counted")
+    source, _ = resolve_model_source(model["name"])
+    return load_tokenizer(source, model.get("revision"))
+
+
+def grade_store(
+    store: RolloutStore, cfg: GradingConfig, template: str, progress: bool = True, tokenizer=None
+) -> int:
+    """Grade every shard of `store` not yet graded in this mode and version; returns the rows graded.
+
+    `tokenizer` is the generating model's tokenizer; when not given it is loaded from the model recorded
+    in the store, and only if some completion holds a `</think>`.
+    """
     mode = resolve_grading_mode(cfg.mode, template)
-    pending = [entry for entry in store.table.shards if entry.get("graded") != str(mode)]
+    pending = [
+        entry
+        for entry in store.table.shards
+        if entry.get("graded") != str(mode) or entry.get("grade_version") != GRADE_VERSION
+    ]
     if not pending:
         return 0
+    given = tokenizer
+    tokenizer_once = functools.cache(lambda: given if given is not None else store_tokenizer(store))
     graded = 0
     with Grader(mode, workers=cfg.workers, timeout_s=cfg.timeout_s) as grader:
         for entry in tqdm(pending, desc="grading", unit="shard", disable=not progress):
-            table = with_grades(store.table.read_shard(entry), grader, mode)
-            store.table.replace(entry, table, graded=str(mode))
+            table = with_grades(store.table.read_shard(entry), grader, mode, tokenizer_once)
+            store.table.replace(entry, table, graded=str(mode), grade_version=GRADE_VERSION)
             graded += table.num_rows
     return graded

@@ -4,6 +4,7 @@ main job (the embedded model on a slice of GSM8K)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass
@@ -12,8 +13,11 @@ from typing import Literal
 
 import pyarrow.compute as pc
 import torch
+from pydantic import Field
+from tqdm.auto import tqdm
+
 from attncore.config import Config, save_resolved
-from attncore.data import DataConfig, load_problems_or_bundled
+from attncore.data import DataConfig, Problem, load_problems_or_bundled
 from attncore.models import ModelConfig, load_model, resolve_device
 from attncore.prompts import PromptConfig
 from attncore.rollout.grade import GradingConfig, grade_store
@@ -22,8 +26,6 @@ from attncore.rollout.store import RolloutStore
 from attncore.rollout.types import Rollout, SamplingConfig, rollout_id
 from attncore.rollout.vllm import VLLMEngine, VLLMOptions, vllm_available
 from attncore.tracking import Tracker, TrackingConfig
-from pydantic import Field
-from tqdm.auto import tqdm
 
 SUMMARY_NAME = "summary.json"
 
@@ -116,30 +118,65 @@ def summarise(store: RolloutStore, generated_now: int, seconds: float) -> Rollou
     )
 
 
-def run_rollouts(cfg: RolloutJobConfig, progress: bool = True) -> RolloutSummary:
-    """Generate (resuming what is already stored), grade, summarise; everything lands in `cfg.out`."""
+Engine = HFEngine | VLLMEngine
+
+
+def build_engine(cfg: RolloutJobConfig) -> Engine:
+    """Load the model of `cfg` into the engine it asks for (the expensive step of a job)."""
+    if resolve_engine(cfg) == "vllm":
+        return VLLMEngine(cfg.model, cfg.prompt, cfg.vllm)
+    model_cfg = cfg.model.model_copy(update={"device": resolve_device(cfg.model.device)})
+    return HFEngine(load_model(model_cfg), cfg.prompt, cfg.batch_size)
+
+
+def engine_for(engine: Engine, cfg: RolloutJobConfig) -> Engine:
+    """A shallow copy of a built engine that renders prompts (and batches) as `cfg` says; the loaded
+    model is shared, so one model serves jobs with different prompts."""
+    view = copy.copy(engine)
+    view.prompt = cfg.prompt
+    if isinstance(view, HFEngine):
+        view.batch_size = cfg.batch_size
+    return view
+
+
+def engine_tokenizer(engine: Engine):
+    """The tokenizer an engine encodes prompts with and decodes completions with."""
+    return engine.loaded.tokenizer if isinstance(engine, HFEngine) else engine.tokenizer
+
+
+def run_rollouts(
+    cfg: RolloutJobConfig,
+    progress: bool = True,
+    engine: Engine | None = None,
+    problems: list[Problem] | None = None,
+) -> RolloutSummary:
+    """Generate (resuming what is already stored), grade, summarise; everything lands in `cfg.out`.
+
+    `engine` is a model loaded earlier by `build_engine` for `cfg.model` (a suite of jobs loads it once);
+    without one the model is loaded only when something is left to generate. `problems` are the
+    problems of `cfg.data` when the caller has loaded them already.
+    """
     start = time.perf_counter()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
-    problems, origin = load_problems_or_bundled(cfg.data)
-    engine_name = resolve_engine(cfg)
+    origin = cfg.data.name
+    if problems is None:
+        problems, origin = load_problems_or_bundled(cfg.data)
+    engine_name = engine.name if engine is not None else resolve_engine(cfg)
     store = RolloutStore(out, store_meta(cfg, engine_name), overwrite=cfg.overwrite)
     save_resolved(cfg, out)
     done = store.done_ids()
     wanted = {rollout_id(p.id, i) for p in problems for i in range(cfg.sampling.n)}
     todo = len(wanted - done)
-    engine = None
-    if todo:  # load the model before anything is logged, so a bad model name fails fast
-        if engine_name == "vllm":
-            engine = VLLMEngine(cfg.model, cfg.prompt, cfg.vllm)
-        else:
-            model_cfg = cfg.model.model_copy(update={"device": resolve_device(cfg.model.device)})
-            engine = HFEngine(load_model(model_cfg), cfg.prompt, cfg.batch_size)
+    if engine is not None:
+        engine = engine_for(engine, cfg)
+    elif todo:  # load the model before anything is logged, so a bad model name fails fast
+        engine = build_engine(cfg)
     tracker = Tracker(cfg.tracking, cfg.model_dump(mode="json"), out, job="rollout")
     generated = 0
     try:
-        if engine is not None:
+        if engine is not None and todo:
             bar = tqdm(total=todo, desc=f"rollouts ({origin})", unit="rollout", disable=not progress)
 
             def on_batch(batch: list[Rollout]) -> None:
@@ -155,7 +192,8 @@ def run_rollouts(cfg: RolloutJobConfig, progress: bool = True) -> RolloutSummary
             engine.generate(problems, cfg.sampling, skip=done, on_batch=on_batch)
             bar.close()
         if cfg.grade:
-            grade_store(store, cfg.grading, cfg.prompt.template, progress=progress)
+            tokenizer = engine_tokenizer(engine) if engine is not None else None
+            grade_store(store, cfg.grading, cfg.prompt.template, progress=progress, tokenizer=tokenizer)
         summary = summarise(store, generated, time.perf_counter() - start)
         (out / SUMMARY_NAME).write_text(json.dumps(summary.__dict__, indent=1))
         tracker.summary({f"rollout/{k}": v for k, v in summary.__dict__.items() if v is not None})

@@ -1,0 +1,119 @@
+"""Runs side by side: per benchmark, each run's accuracy and length with deltas and AES against a
+baseline run, and a macro average over the benchmarks every run has."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from attncore.errors import UserError
+from attncore.eval.metrics import aes, mean_or_none
+from attncore.eval.plots import plot_accuracy_vs_tokens
+from attncore.eval.report import (
+    RunReport,
+    interval_text,
+    load_report,
+    markdown_table,
+    number,
+    percent,
+    signed,
+)
+
+COMPARE_MD = "compare.md"
+COMPARE_PLOT = "accuracy_vs_tokens.png"
+
+HEAD = ["benchmark", "run", "pass@1 (95% CI)", "Δ pass@1", "tokens", "Δ tokens", "truncated", "AES"]
+
+
+def _delta_cells(
+    acc: float, tokens: float, base_acc: float | None, base_tokens: float | None, is_base: bool
+) -> list[str]:
+    """The Δ pass@1 (points), Δ tokens (relative) and AES cells of a row."""
+    if base_acc is None or base_tokens is None:
+        return ["-", "-", "-"]
+    if is_base:
+        return ["base", "base", ""]
+    d_tokens = "-" if base_tokens == 0 else f"{100 * (tokens - base_tokens) / base_tokens:+.1f}%"
+    return [signed(100 * (acc - base_acc), 1), d_tokens, signed(aes(acc, tokens, base_acc, base_tokens))]
+
+
+def comparison_table(reports: Sequence[RunReport], baseline: RunReport) -> str:
+    """Markdown table: one row per (benchmark, run), then the macro average of each run over the
+    benchmarks every run has (its AES is the mean of the per-benchmark AES, as in the paper)."""
+    labels = list(dict.fromkeys(label for r in reports for label in r.benchmarks))
+    rows: list[list[str]] = []
+    for label in labels:
+        base = baseline.benchmarks.get(label)
+        for report in reports:
+            m = report.benchmarks.get(label)
+            if m is None:
+                continue
+            d_acc, d_tokens, score = _delta_cells(
+                m.pass1,
+                m.tokens_mean,
+                None if base is None else base.pass1,
+                None if base is None else base.tokens_mean,
+                report is baseline,
+            )
+            rows.append(
+                [
+                    label,
+                    report.name,
+                    f"{percent(m.pass1)} ({interval_text(m.pass1_low, m.pass1_high)})",
+                    d_acc,
+                    number(m.tokens_mean),
+                    d_tokens,
+                    percent(m.truncation_rate),
+                    score,
+                ]
+            )
+    shared = [label for label in labels if all(label in r.benchmarks for r in reports)]
+    if len(shared) > 1:
+        base_acc = mean_or_none(baseline.benchmarks[label].pass1 for label in shared)
+        base_tokens = mean_or_none(baseline.benchmarks[label].tokens_mean for label in shared)
+        for report in reports:
+            acc = mean_or_none(report.benchmarks[label].pass1 for label in shared)
+            tokens = mean_or_none(report.benchmarks[label].tokens_mean for label in shared)
+            d_acc, d_tokens, _ = _delta_cells(acc, tokens, base_acc, base_tokens, report is baseline)
+            scores = [
+                aes(
+                    report.benchmarks[label].pass1,
+                    report.benchmarks[label].tokens_mean,
+                    baseline.benchmarks[label].pass1,
+                    baseline.benchmarks[label].tokens_mean,
+                )
+                for label in shared
+            ]
+            score = "" if report is baseline else signed(mean_or_none(s for s in scores if s is not None))
+            rows.append(["average", report.name, percent(acc), d_acc, number(tokens), d_tokens, "", score])
+    note = f"Baseline: {baseline.name}. Δ pass@1 in points; AES definition assumed (attnpo-spec §9)."
+    if len(shared) > 1:
+        note += f" Average over the {len(shared)} benchmarks every run has."
+    return markdown_table(HEAD, rows) + "\n\n" + note
+
+
+def _named(reports: list[RunReport], paths: list[Path]) -> list[RunReport]:
+    """Runs that share a name are told apart by their folder."""
+    names = [r.name for r in reports]
+    return [
+        RunReport(str(path), r.model, r.benchmarks, r.skipped, r.baseline) if names.count(r.name) > 1 else r
+        for r, path in zip(reports, paths, strict=True)
+    ]
+
+
+def write_comparison(runs: Sequence[Path], baseline: Path | None = None, out: Path | None = None) -> str:
+    """Compare run folders (the baseline is `baseline` or the first run); with `out`, also write
+    `compare.md` and the accuracy-vs-tokens plot there. Returns the table."""
+    if not runs:
+        raise UserError("compare needs at least one run folder")
+    paths = list(runs)
+    if baseline is not None and baseline not in paths:
+        paths.insert(0, baseline)
+    reports = _named([load_report(path) for path in paths], paths)
+    base = reports[paths.index(baseline)] if baseline is not None else reports[0]
+    text = comparison_table(reports, base)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / COMPARE_MD).write_text(text + "\n")
+        plot_accuracy_vs_tokens(reports, out / COMPARE_PLOT)
+    return text
