@@ -17,13 +17,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from attncore.config import Config
 from attncore.errors import UserError
 from attncore.paths import cache_dir
+
+if TYPE_CHECKING:  # torch is imported where it is used, so configs and the CLI load fast
+    import torch
 
 EMBEDDED_DEFAULT = "smollm2-135m-instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -60,9 +61,17 @@ def _smollm2_gguf() -> Path:
     return Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
 
 
-# Named models: name -> function returning a local Hugging Face folder (built on first use).
+def _testbed_mini() -> Path:
+    from attncore.synthetic.testbed_model import built_checkpoint
+
+    return built_checkpoint()
+
+
+# Named models: name -> function returning a local Hugging Face folder (built on first use, or by the
+# command that the error names).
 NAMED_MODELS: dict[str, Callable[[], Path]] = {
     EMBEDDED_DEFAULT: lambda: dequantized_gguf(_smollm2_gguf()),
+    "testbed-mini": _testbed_mini,
 }
 
 
@@ -110,6 +119,7 @@ def atomic_build(final: Path, build: Callable[[Path], None], info: dict | None =
 
 def dequantized_gguf(gguf: Path) -> Path:
     """Safetensors copy (fp32, exact dequantized values) of a GGUF file, built once and cached."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not gguf.is_file():
@@ -156,12 +166,16 @@ def resolve_model_source(name: str) -> tuple[str, list[str]]:
 
 def resolve_device(device: str) -> str:
     """'auto' -> 'cuda' when available, else 'cpu'."""
+    import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
 
 
 def resolve_dtype(dtype: DType) -> torch.dtype | str:
+    import torch
+
     return "auto" if dtype == "auto" else getattr(torch, dtype)
 
 

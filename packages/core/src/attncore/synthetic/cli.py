@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -161,3 +162,50 @@ def label(
         )
     if compared:
         typer.echo(f"  traces whose oracle labels match the generator's: {agree}/{compared}")
+
+
+@app.command("train-model")
+def train_model(
+    config: Path | None = CONFIG_OPTION,
+    overrides: list[str] | None = OVERRIDES_ARGUMENT,
+    skip_eval: Annotated[bool, typer.Option("--skip-eval", help="Train and save only.")] = False,
+) -> None:
+    """Fine-tune the testbed's mini reasoning model (default: `testbed-mini` from SmolLM2-135M), save it in
+    the cache under its name, then evaluate it on held-out problems. Resumes an interrupted run."""
+    from attncore.models import load_model
+    from attncore.synthetic.evaluation import evaluate_testbed
+    from attncore.synthetic.testbed_model import TestbedModelConfig, train
+
+    cfg = config_from_cli(TestbedModelConfig, config, overrides)
+    figures = train(cfg)
+    typer.echo(
+        f"trained {cfg.name}: {figures['examples']} examples, {figures['optimizer_steps']} steps, "
+        f"loss {figures['train_loss']:.3f}, {figures['train_seconds'] / 60:.1f} min -> {figures['checkpoint']}"
+    )
+    results = {"training": figures}
+    if not skip_eval:
+        evaluation = evaluate_testbed(load_model(figures["checkpoint"]), cfg.evaluation)
+        typer.echo(evaluation.table())
+        results["evaluation"] = evaluation.as_dict()
+    (Path(figures["checkpoint"]) / "testbed.results.json").write_text(json.dumps(results, indent=1))
+
+
+@app.command()
+def evaluate(
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Model name, folder or hub id.")
+    ] = "testbed-mini",
+    config: Path | None = CONFIG_OPTION,
+    overrides: list[str] | None = OVERRIDES_ARGUMENT,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the figures as JSON here.")] = None,
+) -> None:
+    """Accuracy, well-formedness, thinking length and oracle redundancy ratio on held-out problems."""
+    from attncore.models import load_model
+    from attncore.synthetic.evaluation import evaluate_testbed
+    from attncore.synthetic.testbed_model import EvaluationConfig
+
+    cfg = config_from_cli(EvaluationConfig, config, overrides)
+    evaluation = evaluate_testbed(load_model(model), cfg)
+    typer.echo(evaluation.table())
+    if out is not None:
+        out.write_text(json.dumps(evaluation.as_dict(), indent=1))

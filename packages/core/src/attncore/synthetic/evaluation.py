@@ -1,0 +1,102 @@
+"""Evaluate a model on held-out synthetic problems: accuracy, form, thinking length, redundancy.
+
+Greedy rollouts are graded with AttnPO's rule (exactly one `</think>`, the last `\\boxed{}` after it),
+and the oracle labels the steps of each generated trace, so the redundancy ratio (share of thinking
+tokens in redundant steps) is measured on what the model actually wrote.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+
+from attncore.grading import Grader, GradingMode, extract_boxed, split_thinking
+from attncore.models import LoadedModel
+from attncore.rollout.hf import HFEngine
+from attncore.rollout.types import Rollout, SamplingConfig
+from attncore.synthetic.dataset import generate_examples
+from attncore.synthetic.oracle import Label, label_trace
+from attncore.synthetic.testbed_model import TESTBED_PROMPT, EvaluationConfig
+
+
+@dataclass(frozen=True)
+class TestbedEvaluation:
+    """Headline figures of one evaluation (fractions in [0, 1], token means per output)."""
+
+    problems: int
+    accuracy: float
+    well_formed: float
+    redundancy_ratio: float
+    mean_thinking_tokens: float
+    mean_completion_tokens: float
+    truncated: float
+    accuracy_by_difficulty: dict[int, float]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def table(self) -> str:
+        rows = [
+            ("problems", str(self.problems)),
+            ("accuracy", f"{100 * self.accuracy:.1f}%"),
+            ("well-formed (one </think>, boxed answer)", f"{100 * self.well_formed:.1f}%"),
+            ("thinking tokens in redundant steps (oracle)", f"{100 * self.redundancy_ratio:.1f}%"),
+            ("mean thinking tokens", f"{self.mean_thinking_tokens:.1f}"),
+            ("mean completion tokens", f"{self.mean_completion_tokens:.1f}"),
+            ("truncated", f"{100 * self.truncated:.1f}%"),
+        ]
+        rows += [
+            (f"accuracy, difficulty {d}", f"{100 * a:.1f}%")
+            for d, a in sorted(self.accuracy_by_difficulty.items())
+        ]
+        width = max(len(k) for k, _ in rows)
+        lines = [f"| {'metric'.ljust(width)} | value |", f"|{'-' * (width + 2)}|-------|"]
+        return "\n".join(lines + [f"| {k.ljust(width)} | {v} |" for k, v in rows])
+
+
+def is_well_formed(text: str) -> bool:
+    """Exactly one `</think>`, no second `<think>`, and a boxed answer after the thinking."""
+    split = split_thinking(text)
+    return split.close_count == 1 and not split.has_open and extract_boxed(split.answer or "") is not None
+
+
+def thinking_token_count(rollout: Rollout, think_end_id: int | None) -> int:
+    """Tokens before `</think>` (all of them when it is missing)."""
+    ids = rollout.completion_ids
+    if think_end_id is not None and think_end_id in ids:
+        return ids.index(think_end_id)
+    return len(ids)
+
+
+def evaluate_testbed(loaded: LoadedModel, cfg: EvaluationConfig, progress: bool = False) -> TestbedEvaluation:
+    """Generate greedily on `cfg.data`, grade, label the traces, and aggregate."""
+    examples = generate_examples(cfg.data)
+    problems = [example.to_problem() for example in examples]
+    engine = HFEngine(loaded, TESTBED_PROMPT, batch_size=cfg.batch_size)
+    rollouts = engine.generate(problems, SamplingConfig(max_tokens=cfg.max_tokens))
+    with Grader(GradingMode.ATTNPO, workers=1) as grader:
+        grades = grader.grade([r.text for r in rollouts], [p.answer for p in problems])
+
+    tok = loaded.tokenizer
+    think_end = tok.convert_tokens_to_ids("</think>")
+    think_end = think_end if isinstance(think_end, int) and think_end != tok.unk_token_id else None
+    redundant_tokens = thinking_tokens = 0
+    by_difficulty: dict[int, list[bool]] = defaultdict(list)
+    for example, problem, rollout, grade in zip(examples, problems, rollouts, grades, strict=True):
+        by_difficulty[example.problem.difficulty].append(grade.correct)
+        labelling = label_trace(rollout.text, problem.problem, problem.answer)
+        for step in labelling.steps:
+            size = len(tok.encode(step.text, add_special_tokens=False))
+            thinking_tokens += size
+            redundant_tokens += size if step.label is Label.REDUNDANT else 0
+    n = len(rollouts)
+    return TestbedEvaluation(
+        problems=n,
+        accuracy=sum(g.correct for g in grades) / n,
+        well_formed=sum(is_well_formed(r.text) for r in rollouts) / n,
+        redundancy_ratio=redundant_tokens / thinking_tokens if thinking_tokens else 0.0,
+        mean_thinking_tokens=sum(thinking_token_count(r, think_end) for r in rollouts) / n,
+        mean_completion_tokens=sum(r.n_completion_tokens for r in rollouts) / n,
+        truncated=sum(r.finish_reason == "length" for r in rollouts) / n,
+        accuracy_by_difficulty={d: sum(v) / len(v) for d, v in by_difficulty.items()},
+    )

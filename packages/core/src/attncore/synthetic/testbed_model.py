@@ -1,0 +1,236 @@
+"""The testbed's mini reasoning model: a small model fine-tuned (TRL `SFTTrainer`) to reason in the R1
+format on synthetic problems and to overthink the way the traces do.
+
+The recipe adds `<think>` / `</think>` to the base tokenizer as single added tokens (as in the
+DeepSeek-R1-Distill tokenizers), gives it a chat template whose generation prompt opens the thinking,
+trains on prompt/completion token ids with the loss on the completion only (the EOS token included,
+which matters for SmolLM2, whose pad token is its EOS token), and saves a standard Hugging Face
+checkpoint. The checkpoint is built once into the cache under its name (`testbed-mini` for the default
+recipe) and loaded by that name through `attncore.models.load_model`. Training checkpoints are kept in a
+work folder keyed by the config, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from pydantic import Field
+
+from attncore.config import Config, save_resolved
+from attncore.errors import UserError
+from attncore.models import CACHE_MARKER, atomic_build, load_model
+from attncore.paths import cache_dir
+from attncore.prompts import PromptConfig, encode_prompt
+from attncore.synthetic.config import ProblemConfig, SyntheticConfig
+from attncore.synthetic.dataset import SyntheticExample, generate_examples
+from attncore.tracking import TrackingConfig
+
+DEFAULT_NAME = "testbed-mini"
+THINK_TOKENS = ("<think>", "</think>")
+# ChatML without SmolLM2's default system prompt; the generation prompt opens the thinking.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+)
+# The prompt the model is trained and evaluated with: the raw question, as in AttnPO's training.
+TESTBED_PROMPT = PromptConfig(template="r1", instruction="", examples=[])
+BUILD_COMMAND = "uv run attncore synth train-model"
+
+
+class TrainingConfig(Config):
+    """Optimisation settings (passed to TRL's `SFTConfig`)."""
+
+    epochs: float = Field(1.0, gt=0)
+    learning_rate: float = Field(1e-4, gt=0)
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = 0.0
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(1024, ge=16)
+    bf16: bool = True
+    max_minutes: float | None = Field(None, gt=0, description="stop training after this long (resumable)")
+    save_every: int = Field(50, ge=1, description="optimizer steps between resumable checkpoints")
+    logging_steps: int = 10
+
+
+class EvaluationConfig(Config):
+    """Held-out evaluation after training (greedy rollouts, graded and labelled by the oracle)."""
+
+    data: SyntheticConfig = SyntheticConfig(
+        count=100, seed=10_007, id_prefix="testbed-test", problem=ProblemConfig(difficulty=(2, 4))
+    )
+    max_tokens: int = 768
+    batch_size: int = 16
+
+
+class TestbedModelConfig(Config):
+    """The whole recipe: base model, training data, optimisation, evaluation, where it is saved."""
+
+    name: str = DEFAULT_NAME
+    base_model: str = "smollm2-135m-instruct"
+    data: SyntheticConfig = SyntheticConfig(count=2000, seed=1, id_prefix="testbed-train")
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    seed: int = 0
+    threads: int | None = None
+    tracking: TrackingConfig = TrackingConfig(mode="disabled")
+
+
+def checkpoint_dir(name: str = DEFAULT_NAME) -> Path:
+    """Where the built model lives in the cache."""
+    return cache_dir() / "models" / name
+
+
+def built_checkpoint(name: str = DEFAULT_NAME) -> Path:
+    """The built checkpoint folder; a one-line error with the build command when it is missing."""
+    folder = checkpoint_dir(name)
+    if not (folder / CACHE_MARKER).is_file():
+        hint = BUILD_COMMAND if name == DEFAULT_NAME else f"{BUILD_COMMAND} name={name}"
+        raise UserError(f"model {name!r} is not built yet: run `{hint}` (it is cached, not downloaded)")
+    return folder
+
+
+def config_hash(cfg: TestbedModelConfig) -> str:
+    """Identifies a recipe; training checkpoints are only resumed for the same one."""
+    payload = cfg.model_dump(mode="json", exclude={"evaluation", "tracking", "threads"})
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prepare_tokenizer(tokenizer):
+    """Add the think tokens as single (non-special) tokens and install the testbed chat template."""
+    tokenizer.add_tokens(list(THINK_TOKENS))
+    tokenizer.chat_template = CHAT_TEMPLATE
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def resize_for_new_tokens(model, tokenizer) -> None:
+    """Grow the embeddings for the added tokens, initialising them to the mean embedding."""
+    old = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) <= old:
+        return
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+
+
+def completion_text(example: SyntheticExample) -> str:
+    """What the model learns to write after the prompt's `<think>\\n`: the trace from its thinking on."""
+    text = example.trace.text
+    opening = THINK_TOKENS[0] + "\n"
+    return text[len(opening) :] if text.startswith(opening) else text
+
+
+def tokenize_examples(examples: list[SyntheticExample], tokenizer, max_length: int) -> list[dict]:
+    """Prompt + completion ids with a completion mask; the completion ends with the EOS token."""
+    rows = []
+    eos = tokenizer.eos_token_id
+    for example in examples:
+        _, prompt_ids = encode_prompt(example.to_problem(), tokenizer, TESTBED_PROMPT)
+        completion_ids = tokenizer(completion_text(example), add_special_tokens=False)["input_ids"] + [eos]
+        ids = prompt_ids + completion_ids
+        if len(ids) > max_length:
+            continue
+        rows.append({"input_ids": ids, "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids)})
+    if not rows:
+        raise UserError(f"no training example fits training.max_length={max_length}")
+    return rows
+
+
+class _TimeBudget:
+    """A `TrainerCallback` that stops training once `max_minutes` of training time have passed."""
+
+    def __new__(cls, max_minutes: float):
+        from transformers import TrainerCallback
+
+        class TimeBudget(TrainerCallback):
+            def __init__(self) -> None:
+                self.started = time.monotonic()
+
+            def on_step_end(self, args, state, control, **kwargs):
+                if time.monotonic() - self.started > max_minutes * 60:
+                    control.should_training_stop = True
+                    control.should_save = True
+                return control
+
+        return TimeBudget()
+
+
+def train(cfg: TestbedModelConfig, progress: bool = True) -> dict:
+    """Fine-tune the base model on generated traces; returns training figures (steps, tokens, time)."""
+    from datasets import Dataset
+    from transformers import set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    set_seed(cfg.seed)
+    loaded = load_model(cfg.base_model)
+    tokenizer = prepare_tokenizer(loaded.tokenizer)
+    model = loaded.model
+    resize_for_new_tokens(model, tokenizer)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.train()
+
+    rows = tokenize_examples(generate_examples(cfg.data), tokenizer, cfg.training.max_length)
+    dataset = Dataset.from_list(rows)
+    work = cache_dir() / "build" / f"{cfg.name}-{config_hash(cfg)}"
+    save_resolved(cfg, work)
+    t = cfg.training
+    args = SFTConfig(
+        output_dir=str(work),
+        num_train_epochs=t.epochs,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.lr_scheduler,
+        warmup_steps=t.warmup_ratio,  # a float below 1 is a fraction of the training steps
+        weight_decay=t.weight_decay,
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        max_length=t.max_length,
+        bf16=t.bf16,
+        use_cpu=not torch.cuda.is_available(),
+        train_sampling_strategy="group_by_length",
+        save_strategy="steps",
+        save_steps=t.save_every,
+        save_total_limit=1,
+        logging_steps=t.logging_steps,
+        report_to=["wandb"] if cfg.tracking.mode != "disabled" else [],
+        disable_tqdm=not progress,
+        seed=cfg.seed,
+        dataloader_num_workers=0,
+    )
+    callbacks = [_TimeBudget(t.max_minutes)] if t.max_minutes else []
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks
+    )
+    resume = any(work.glob("checkpoint-*"))
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume or None)
+    seconds = time.perf_counter() - started
+    model.eval()
+
+    def build(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        save_resolved(cfg, tmp, "testbed.config.yaml")
+
+    final = checkpoint_dir(cfg.name)
+    if final.exists():
+        shutil.rmtree(final)
+    atomic_build(final, build, {"recipe": config_hash(cfg)})
+    tokens = sum(len(r["input_ids"]) for r in rows)
+    return {
+        "examples": len(rows),
+        "train_tokens_per_epoch": tokens,
+        "optimizer_steps": result.global_step,
+        "train_loss": result.training_loss,
+        "train_seconds": seconds,
+        "resumed": resume,
+        "checkpoint": str(final),
+    }
