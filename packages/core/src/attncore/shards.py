@@ -6,6 +6,10 @@ the manifest lists, or an orphan file that `open` removes; nothing is lost or co
 Every shard's SHA-256 is kept in the manifest and checked on read, so a corrupted shard is reported
 instead of being read silently. Several writers (e.g. data-parallel ranks) each keep their own
 manifest (`manifest-<writer>.json`) and shard names; readers merge them.
+
+A shard may carry named parts beside its main table: further Parquet tables or safetensors files of
+tensors (`shard-<writer>-<n>.<part>.parquet|safetensors`). All files of a shard are in place before the
+manifest names them, so the shard appears whole or not at all; each part has its own checksum.
 """
 
 from __future__ import annotations
@@ -13,16 +17,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from attncore.errors import UserError
 
+if TYPE_CHECKING:
+    from torch import Tensor
+
 MANIFEST_PREFIX = "manifest"
+SHARD_PATTERNS = ("shard-*", ".shard-*")
+
+Part = pa.Table | Mapping[str, "Tensor"]
+"""A shard part: a Parquet table, or named tensors stored as safetensors."""
 
 
 def file_sha256(path: Path) -> str:
@@ -47,6 +58,24 @@ def _manifest_path(root: Path, writer: str) -> Path:
     return root / f"{MANIFEST_PREFIX}-{writer}.json"
 
 
+def _write_part(path: Path, part: Part) -> None:
+    """Write a part under a temporary name, flush it to disk, then rename it to `path`."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if isinstance(part, pa.Table):
+        pq.write_table(part, tmp)
+    else:
+        from safetensors.torch import save_file
+
+        save_file({name: tensor.contiguous() for name, tensor in part.items()}, str(tmp))
+    with tmp.open("rb") as fh:
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+def _entry_files(entry: dict[str, Any]) -> list[str]:
+    return [entry["file"], *(part["file"] for part in entry.get("parts", {}).values())]
+
+
 class ShardedTable:
     """A folder of Parquet shards described by per-writer manifests sharing one `meta` record.
 
@@ -62,20 +91,45 @@ class ShardedTable:
         self.root.mkdir(parents=True, exist_ok=True)
         existing = self._load_manifests()
         if existing and overwrite:
-            for path in self.root.glob("*.parquet"):
-                path.unlink()
-            for path in self.root.glob(f"{MANIFEST_PREFIX}-*.json"):
-                path.unlink()
+            for pattern in (*SHARD_PATTERNS, f"{MANIFEST_PREFIX}-*.json"):
+                for path in self.root.glob(pattern):
+                    path.unlink()
             existing = {}
         for writer_name, manifest in existing.items():
             if manifest["meta"] != self.meta:
-                diff = sorted(_diff_keys(manifest["meta"], self.meta))
+                diff = sorted(diff_keys(manifest["meta"], self.meta))
                 raise UserError(
                     f"{self.root} holds output of a different configuration (differs in: {', '.join(diff)} "
                     f"[writer {writer_name}]); choose another output folder or pass --overwrite"
                 )
         self._manifest = existing.get(writer, {"meta": self.meta, "shards": []})
         self._remove_orphans(existing)
+
+    @classmethod
+    def read_only(cls, root: str | Path) -> ShardedTable:
+        """Open an existing table for reading, with the `meta` its manifests record.
+
+        Nothing is created or deleted, so this is safe while writers are still appending; the
+        manifests of all writers must agree on `meta`.
+        """
+        table = cls.__new__(cls)
+        table.root = Path(root)
+        table.writer = None
+        manifests = table._load_manifests() if table.root.is_dir() else {}
+        if not manifests:
+            raise UserError(f"{table.root} holds no table (no {MANIFEST_PREFIX}-*.json)")
+        metas = {name: manifest["meta"] for name, manifest in manifests.items()}
+        first_name, first = next(iter(metas.items()))
+        for name, meta in metas.items():
+            if meta != first:
+                diff = ", ".join(sorted(diff_keys(first, meta)))
+                raise UserError(
+                    f"{table.root}: writers {first_name} and {name} record different configurations "
+                    f"(differs in: {diff}); the folder mixes two runs"
+                )
+        table.meta = first
+        table._manifest = {"meta": first, "shards": []}
+        return table
 
     def _load_manifests(self) -> dict[str, dict[str, Any]]:
         manifests = {}
@@ -87,7 +141,7 @@ class ShardedTable:
         return manifests
 
     def _remove_orphans(self, manifests: dict[str, dict[str, Any]]) -> None:
-        known = {s["file"] for m in manifests.values() for s in m["shards"]}
+        known = {name for m in manifests.values() for s in m["shards"] for name in _entry_files(s)}
         for pattern in (f"shard-{self.writer}-*", f".shard-{self.writer}-*"):
             for path in self.root.glob(pattern):
                 if path.name not in known:
@@ -101,20 +155,29 @@ class ShardedTable:
     def all_shards(self) -> list[dict[str, Any]]:
         """Shard entries of every writer, in writer then shard order."""
         manifests = self._load_manifests()
-        manifests[self.writer] = self._manifest
+        if self.writer is not None:
+            manifests[self.writer] = self._manifest
         return [entry for name in sorted(manifests) for entry in manifests[name]["shards"]]
 
-    def append(self, table: pa.Table, **info: Any) -> dict[str, Any]:
-        """Write `table` as a new shard and record it; `info` is stored in its manifest entry."""
-        index = len(self.shards)
-        name = f"shard-{self.writer}-{index:05d}.parquet"
-        final = self.root / name
-        tmp = self.root / f".{name}.tmp-{os.getpid()}"
-        pq.write_table(table, tmp)
-        with tmp.open("rb") as fh:
-            os.fsync(fh.fileno())
-        tmp.replace(final)
-        entry = {"file": name, "rows": table.num_rows, "sha256": file_sha256(final), **info}
+    def append(self, table: pa.Table, parts: Mapping[str, Part] | None = None, **info: Any) -> dict[str, Any]:
+        """Write `table` (and any named `parts`) as a new shard and record it; `info` is stored in its
+        manifest entry. Part names are short words (`steps`, `matrices`)."""
+        if self.writer is None:
+            raise UserError(f"{self.root} was opened read-only")
+        stem = f"shard-{self.writer}-{len(self.shards):05d}"
+        recorded = {}
+        for part_name, part in (parts or {}).items():
+            if not part_name.isidentifier():
+                raise ValueError(f"shard part names must be identifiers, got {part_name!r}")
+            suffix = "parquet" if isinstance(part, pa.Table) else "safetensors"
+            path = self.root / f"{stem}.{part_name}.{suffix}"
+            _write_part(path, part)
+            recorded[part_name] = {"file": path.name, "sha256": file_sha256(path)}
+        final = self.root / f"{stem}.parquet"
+        _write_part(final, table)
+        entry = {"file": final.name, "rows": table.num_rows, "sha256": file_sha256(final), **info}
+        if recorded:
+            entry["parts"] = recorded
         self.shards.append(entry)
         write_json_atomic(_manifest_path(self.root, self.writer), self._manifest)
         return entry
@@ -129,14 +192,29 @@ class ShardedTable:
         write_json_atomic(_manifest_path(self.root, self.writer), self._manifest)
         return entry
 
-    def read_shard(self, entry: dict[str, Any]) -> pa.Table:
-        """One shard, after checking its checksum."""
-        path = self.root / entry["file"]
+    def _checked(self, file: str, sha256: str) -> Path:
+        path = self.root / file
         if not path.is_file():
             raise UserError(f"shard {path} listed in the manifest is missing")
-        if file_sha256(path) != entry["sha256"]:
+        if file_sha256(path) != sha256:
             raise UserError(f"shard {path} fails its checksum (corrupt or modified); delete it and rerun")
-        return pq.read_table(path)
+        return path
+
+    def read_shard(self, entry: dict[str, Any]) -> pa.Table:
+        """One shard's main table, after checking its checksum."""
+        return pq.read_table(self._checked(entry["file"], entry["sha256"]))
+
+    def read_part(self, entry: dict[str, Any], name: str) -> Part:
+        """One named part of a shard (a table, or a dict of tensors), after checking its checksum."""
+        part = entry.get("parts", {}).get(name)
+        if part is None:
+            raise KeyError(f"shard {entry['file']} has no part {name!r}")
+        path = self._checked(part["file"], part["sha256"])
+        if path.suffix == ".parquet":
+            return pq.read_table(path)
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
 
     def iter_tables(self) -> Iterator[tuple[dict[str, Any], pa.Table]]:
         for entry in self.all_shards():
@@ -148,10 +226,11 @@ class ShardedTable:
         return pa.concat_tables(tables, promote_options="default") if tables else None
 
 
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
+def diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
+    """Dotted paths at which two nested dicts differ (`model.revision`, `segmentation.min_chars`)."""
     if isinstance(a, dict) and isinstance(b, dict):
         out: set[str] = set()
         for key in set(a) | set(b):
-            out |= _diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")
+            out |= diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")
         return out
     return set() if a == b else {prefix.rstrip(".") or "<root>"}
