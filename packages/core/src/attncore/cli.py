@@ -10,10 +10,12 @@ import typer
 from attncore.cli_support import config_from_cli, new_app, run_app
 from attncore.eval.cli import app as eval_app
 from attncore.store.cli import app as store_app
+from attncore.synthetic.cli import app as synth_app
 
 app = new_app("Shared core of AttnPO and MoLSAKI: rollouts, grading, attention extraction, evaluation.")
 app.add_typer(eval_app, name="eval")
 app.add_typer(store_app)  # extract, view
+app.add_typer(synth_app, name="synth")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
 Overrides = Annotated[
