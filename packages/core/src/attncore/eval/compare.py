@@ -22,7 +22,7 @@ from attncore.eval.report import (
 COMPARE_MD = "compare.md"
 COMPARE_PLOT = "accuracy_vs_tokens.png"
 
-HEAD = ["benchmark", "run", "pass@1 (95% CI)", "Δ pass@1", "tokens", "Δ tokens", "truncated", "AES"]
+HEAD = ["benchmark", "run", "pass@1 % (95% CI)", "Δ pass@1", "tokens", "Δ tokens", "truncated %", "AES"]
 
 
 def _delta_cells(

@@ -85,7 +85,9 @@ class SuiteConfig(Config):
 
     @field_validator("benchmarks")
     @classmethod
-    def _known_datasets_and_folder_names(cls, benchmarks: dict[str, BenchmarkConfig]) -> dict[str, BenchmarkConfig]:
+    def _known_datasets_and_folder_names(
+        cls, benchmarks: dict[str, BenchmarkConfig]
+    ) -> dict[str, BenchmarkConfig]:
         for label, bench in benchmarks.items():
             if not re.match(LABEL_PATTERN, label):
                 raise ValueError(f"benchmark label {label!r} must be letters, digits, '_', '-', '.'")

@@ -168,13 +168,13 @@ class RunReport:
         head = [
             "benchmark",
             "problems x n",
-            "pass@1 (95% CI)",
+            "pass@1 % (95% CI)",
             "pass@k",
             "tokens mean / median",
             "correct mean / median",
             "incorrect mean / median",
             "thinking / answer",
-            "truncated",
+            "truncated %",
         ]
         if self.baseline is not None:
             head.append("AES")
