@@ -6,6 +6,9 @@ from itertools import pairwise
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from attncore.aggregate import (
     membership,
     step_scores,
@@ -13,8 +16,6 @@ from attncore.aggregate import (
     stepwise_attention,
     uniform_step_score,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 def random_probs(shape: tuple[int, ...], seed: int, dtype=torch.float64) -> torch.Tensor:

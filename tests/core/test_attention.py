@@ -6,11 +6,12 @@ import copy
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from attncore.attention import AttentionCapture, HeadMeanBlocks, HeadMeanGroups, HeadRows
 from attncore.errors import UserError
 from attncore.models import load_model
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 TOL = 1e-5
 ARCHS = ["llama", "qwen2", "qwen3", "gemma3"]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from attncore.config import load_config
 from attncore.critical import (
     CriticalConfig,
@@ -14,8 +17,6 @@ from attncore.critical import (
 from attncore.errors import ConfigError
 from attncore.steps import decode, encode_text, sentence_spans
 from attncore.tiny import train_tokenizer
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 # A hand-counted MoLSAKI example: 5 steps (2 question sentences, 3 rationale sentences) x 12 numbers.
 TEXT = (

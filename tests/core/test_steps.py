@@ -6,6 +6,10 @@ import re
 from itertools import pairwise
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
 from attncore.config import load_config
 from attncore.errors import ConfigError, UserError
 from attncore.steps import (
@@ -24,9 +28,6 @@ from attncore.steps import (
     segment_thinking,
     sentence_spans,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from pydantic import ValidationError
 
 FAITHFUL = StepSegmenterConfig(mode="faithful")
 CLEAN = StepSegmenterConfig(mode="clean")

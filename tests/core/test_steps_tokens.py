@@ -6,6 +6,9 @@ from __future__ import annotations
 from itertools import pairwise
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from attncore.errors import UserError
 from attncore.steps import (
     CONFUSED,
@@ -26,8 +29,6 @@ from attncore.steps import (
     token_ranges_by_start,
 )
 from attncore.tiny import train_tokenizer
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from .test_steps import RELEASE_SAMPLE
 

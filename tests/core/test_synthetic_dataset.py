@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
+
 from attncore.data import Problem, read_jsonl
 from attncore.errors import UserError
 from attncore.synthetic.cli import app
 from attncore.synthetic.config import SyntheticConfig
 from attncore.synthetic.dataset import generate_examples, read_examples, write_examples
 from attncore.tiny import train_tokenizer
-from typer.testing import CliRunner
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])

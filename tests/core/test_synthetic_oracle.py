@@ -5,12 +5,13 @@ from __future__ import annotations
 from fractions import Fraction
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from attncore.synthetic.arithmetic import numbers_in, parse_equations
 from attncore.synthetic.config import SyntheticConfig
 from attncore.synthetic.dataset import generate_examples
 from attncore.synthetic.oracle import Label, label_steps, label_trace, redundancy_ratio, split_trace
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 E, R, U = Label.ESSENTIAL, Label.REDUNDANT, Label.UNPARSEABLE
 

@@ -6,12 +6,13 @@ import random
 from fractions import Fraction
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from attncore.errors import UserError
 from attncore.synthetic.arithmetic import apply, numbers_in
 from attncore.synthetic.config import ProblemConfig
 from attncore.synthetic.problems import SyntheticProblem, generate_problem
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 @st.composite

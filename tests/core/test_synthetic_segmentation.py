@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from attncore.steps import StepSegmenterConfig, find_triggers, segment_thinking
 from attncore.synthetic import templates
 from attncore.synthetic.config import SyntheticConfig, TraceConfig

@@ -6,14 +6,15 @@ import random
 from statistics import mean
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from attncore.synthetic.arithmetic import parse_equations, render_equation
 from attncore.synthetic.config import SyntheticConfig, TraceConfig
 from attncore.synthetic.dataset import generate_example, generate_examples
 from attncore.synthetic.stats import majority_accuracy, opening_predictability, trace_redundancy
 from attncore.synthetic.templates import StepRole
 from attncore.synthetic.traces import redundant_count
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 def test_same_config_gives_the_same_set_and_examples_do_not_depend_on_the_count():

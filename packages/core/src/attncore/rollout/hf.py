@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+
 from attncore.data import Problem
 from attncore.models import LoadedModel
 from attncore.prompts import PromptConfig, encode_prompt

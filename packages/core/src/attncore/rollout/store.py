@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+
 from attncore.errors import UserError
 from attncore.rollout.types import Rollout
 from attncore.shards import ShardedTable

@@ -6,8 +6,9 @@ import hashlib
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-from attncore.config import Config
 from pydantic import Field
+
+from attncore.config import Config
 
 
 class SamplingConfig(Config):
