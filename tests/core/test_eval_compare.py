@@ -11,7 +11,10 @@ from typer.testing import CliRunner
 
 from attncore.cli import app
 from attncore.data import load_problems
-from attncore.eval import SuiteConfig, load_report, run_suite, write_comparison
+from attncore.eval.compare import write_comparison
+from attncore.eval.config import SuiteConfig
+from attncore.eval.report import load_report
+from attncore.eval.suite import run_suite
 from attncore.rollout.job import store_meta
 from attncore.rollout.store import RolloutStore
 from attncore.rollout.types import Rollout

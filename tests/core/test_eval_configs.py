@@ -8,7 +8,7 @@ import pytest
 
 from attncore.config import load_config
 from attncore.errors import ConfigError
-from attncore.eval import SuiteConfig
+from attncore.eval.config import SuiteConfig
 
 SUITES = Path(__file__).resolve().parents[2] / "experiments" / "eval"
 

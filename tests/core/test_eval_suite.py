@@ -18,7 +18,9 @@ import torch
 from attncore.config import load_config
 from attncore.data import BUNDLED_PROBLEMS
 from attncore.errors import UserError
-from attncore.eval import SuiteConfig, load_report, run_suite
+from attncore.eval.config import SuiteConfig
+from attncore.eval.report import load_report
+from attncore.eval.suite import run_suite
 from attncore.rollout.store import RolloutStore
 
 

@@ -9,10 +9,9 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pyarrow.compute as pc
-import torch
 from pydantic import Field
 from tqdm.auto import tqdm
 
@@ -21,11 +20,14 @@ from attncore.data import DataConfig, Problem, load_problems_or_bundled
 from attncore.models import ModelConfig, load_model, resolve_device
 from attncore.prompts import PromptConfig
 from attncore.rollout.grade import GradingConfig, grade_store
-from attncore.rollout.hf import HFEngine
 from attncore.rollout.store import RolloutStore
 from attncore.rollout.types import Rollout, SamplingConfig, rollout_id
-from attncore.rollout.vllm import VLLMEngine, VLLMOptions, vllm_available
+from attncore.rollout.vllm import VLLMOptions, vllm_available
 from attncore.tracking import Tracker, TrackingConfig
+
+if TYPE_CHECKING:  # engines import torch; the CLI imports this module and stays fast without it
+    from attncore.rollout.hf import HFEngine
+    from attncore.rollout.vllm import VLLMEngine
 
 SUMMARY_NAME = "summary.json"
 
@@ -51,6 +53,8 @@ class RolloutJobConfig(Config):
 def resolve_engine(cfg: RolloutJobConfig) -> Literal["hf", "vllm"]:
     if cfg.engine != "auto":
         return cfg.engine
+    import torch
+
     return "vllm" if vllm_available() and torch.cuda.is_available() else "hf"
 
 
@@ -118,36 +122,37 @@ def summarise(store: RolloutStore, generated_now: int, seconds: float) -> Rollou
     )
 
 
-Engine = HFEngine | VLLMEngine
-
-
-def build_engine(cfg: RolloutJobConfig) -> Engine:
+def build_engine(cfg: RolloutJobConfig) -> HFEngine | VLLMEngine:
     """Load the model of `cfg` into the engine it asks for (the expensive step of a job)."""
     if resolve_engine(cfg) == "vllm":
+        from attncore.rollout.vllm import VLLMEngine
+
         return VLLMEngine(cfg.model, cfg.prompt, cfg.vllm)
+    from attncore.rollout.hf import HFEngine
+
     model_cfg = cfg.model.model_copy(update={"device": resolve_device(cfg.model.device)})
     return HFEngine(load_model(model_cfg), cfg.prompt, cfg.batch_size)
 
 
-def engine_for(engine: Engine, cfg: RolloutJobConfig) -> Engine:
+def engine_for(engine: HFEngine | VLLMEngine, cfg: RolloutJobConfig) -> HFEngine | VLLMEngine:
     """A shallow copy of a built engine that renders prompts (and batches) as `cfg` says; the loaded
     model is shared, so one model serves jobs with different prompts."""
     view = copy.copy(engine)
     view.prompt = cfg.prompt
-    if isinstance(view, HFEngine):
+    if view.name == "hf":
         view.batch_size = cfg.batch_size
     return view
 
 
-def engine_tokenizer(engine: Engine):
+def engine_tokenizer(engine: HFEngine | VLLMEngine):
     """The tokenizer an engine encodes prompts with and decodes completions with."""
-    return engine.loaded.tokenizer if isinstance(engine, HFEngine) else engine.tokenizer
+    return engine.loaded.tokenizer if engine.name == "hf" else engine.tokenizer
 
 
 def run_rollouts(
     cfg: RolloutJobConfig,
     progress: bool = True,
-    engine: Engine | None = None,
+    engine: HFEngine | VLLMEngine | None = None,
     problems: list[Problem] | None = None,
 ) -> RolloutSummary:
     """Generate (resuming what is already stored), grade, summarise; everything lands in `cfg.out`.
@@ -158,6 +163,8 @@ def run_rollouts(
     """
     start = time.perf_counter()
     if cfg.threads is not None:
+        import torch
+
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     origin = cfg.data.name
