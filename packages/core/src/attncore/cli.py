@@ -48,7 +48,7 @@ def rollout(
 @app.command()
 def grade(
     rollouts: Annotated[Path, typer.Argument(help="A rollout folder written by `attncore rollout`.")],
-    mode: Annotated[str, typer.Option(help="auto | math | attnpo | gsm8k")] = "auto",
+    mode: Annotated[str, typer.Option(help="auto | math | attnpo | gsm8k | choice | code")] = "auto",
     workers: Annotated[int, typer.Option(help="Grading worker processes.")] = 2,
     timeout: Annotated[float, typer.Option(help="Seconds allowed per answer.")] = 5.0,
     quiet: Quiet = False,
