@@ -114,7 +114,8 @@ def _support(groups: Tensor, what: str) -> tuple[Tensor, Tensor, Tensor]:
             f"{what}: expected a (batch, groups, positions) tensor, got shape {tuple(groups.shape)}"
         )
     used = groups.ne(0).any(1)
-    index, valid = (t.to(groups.device) for t in _pad_index_sets([u.nonzero().flatten() for u in used], what))
+    index, valid = _pad_index_sets([u.nonzero().flatten() for u in used], what)
+    index, valid = index.to(groups.device), valid.to(groups.device)
     weights = groups.float().gather(2, index[:, None, :].expand(-1, groups.shape[1], -1)) * valid[:, None, :]
     return index, valid, weights
 

@@ -28,6 +28,20 @@ def new_app(help_text: str) -> typer.Typer:
     )
 
 
+def add_version_option(app: typer.Typer, name: str, version: str) -> None:
+    """Give a command group `--version`, and its help when it is run without a subcommand."""
+
+    @app.callback(invoke_without_command=True)
+    def root(
+        ctx: typer.Context,
+        show_version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+    ) -> None:
+        if show_version:
+            typer.echo(f"{name} {version}")
+        elif ctx.invoked_subcommand is None:
+            typer.echo(ctx.get_help())
+
+
 def config_from_cli(cls: type[C], config: Path | None, overrides: list[str] | None) -> C:
     """Load `cls` from `--config` plus positional `key=value` overrides."""
     return load_config(cls, config, overrides or [])

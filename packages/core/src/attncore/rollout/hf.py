@@ -101,26 +101,16 @@ class HFEngine:
             seed = derive_seed(sampling.seed, *ids)
             outputs = self.generate_ids([encoded[p.id][1] for p, _ in batch], sampling, seed)
             rollouts = [
-                Rollout(
-                    rollout_id=rid,
-                    problem_id=p.id,
-                    sample_index=i,
-                    source=p.source,
-                    problem=p.problem,
-                    gold=p.answer,
-                    prompt=encoded[p.id][0],
-                    prompt_ids=encoded[p.id][1],
-                    completion_ids=completion,
-                    text=tok.decode(completion, skip_special_tokens=True),
-                    finish_reason=reason,
-                    model=self.loaded.name,
-                    seed=seed,
-                    temperature=sampling.temperature,
-                    top_p=sampling.top_p,
-                    top_k=sampling.top_k,
-                    max_tokens=sampling.max_tokens,
+                Rollout.sampled(
+                    p,
+                    i,
+                    encoded[p.id],
+                    (completion, tok.decode(completion, skip_special_tokens=True), reason),
+                    self.loaded.name,
+                    seed,
+                    sampling,
                 )
-                for rid, (p, i), (completion, reason) in zip(ids, batch, outputs, strict=True)
+                for (p, i), (completion, reason) in zip(batch, outputs, strict=True)
             ]
             if on_batch is not None:
                 on_batch(rollouts)

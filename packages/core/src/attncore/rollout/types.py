@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from attncore.config import Config
+from attncore.data import Problem
 
 
 class SamplingConfig(Config):
@@ -53,6 +54,39 @@ class Rollout:
     top_k: int
     max_tokens: int
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def sampled(
+        cls,
+        problem: Problem,
+        sample_index: int,
+        prompt: tuple[str, list[int]],
+        completion: tuple[list[int], str, str],
+        model: str,
+        seed: int,
+        sampling: SamplingConfig,
+    ) -> Rollout:
+        """A rollout of `problem` from its encoded prompt and a (ids, text, finish reason) completion."""
+        ids, text, finish_reason = completion
+        return cls(
+            rollout_id=rollout_id(problem.id, sample_index),
+            problem_id=problem.id,
+            sample_index=sample_index,
+            source=problem.source,
+            problem=problem.problem,
+            gold=problem.answer,
+            prompt=prompt[0],
+            prompt_ids=prompt[1],
+            completion_ids=ids,
+            text=text,
+            finish_reason=finish_reason,
+            model=model,
+            seed=seed,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            top_k=sampling.top_k,
+            max_tokens=sampling.max_tokens,
+        )
 
     @property
     def n_completion_tokens(self) -> int:

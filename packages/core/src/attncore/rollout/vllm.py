@@ -91,28 +91,12 @@ class VLLMEngine:
             prompts = [TokensPrompt(prompt_token_ids=encoded[p.id][1]) for p, _ in chunk]
             outputs = self.llm.generate(prompts, params, use_tqdm=False)
             rollouts = []
-            for rid, seed, (p, i), out in zip(ids, seeds, chunk, outputs, strict=True):
+            for seed, (p, i), out in zip(seeds, chunk, outputs, strict=True):
                 completion = out.outputs[0]
+                reason = "length" if completion.finish_reason == "length" else "stop"
+                generated = (list(completion.token_ids), completion.text, reason)
                 rollouts.append(
-                    Rollout(
-                        rollout_id=rid,
-                        problem_id=p.id,
-                        sample_index=i,
-                        source=p.source,
-                        problem=p.problem,
-                        gold=p.answer,
-                        prompt=encoded[p.id][0],
-                        prompt_ids=encoded[p.id][1],
-                        completion_ids=list(completion.token_ids),
-                        text=completion.text,
-                        finish_reason="length" if completion.finish_reason == "length" else "stop",
-                        model=self.model_name,
-                        seed=seed,
-                        temperature=sampling.temperature,
-                        top_p=sampling.top_p,
-                        top_k=sampling.top_k,
-                        max_tokens=sampling.max_tokens,
-                    )
+                    Rollout.sampled(p, i, encoded[p.id], generated, self.model_name, seed, sampling)
                 )
             if on_batch is not None:
                 on_batch(rollouts)
