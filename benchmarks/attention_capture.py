@@ -1,0 +1,203 @@
+"""Cost of selective attention capture on the embedded model (SmolLM2-135M-Instruct, fp32, CPU).
+
+Compares, per sequence length T (batch 1, random token ids, full logits, no KV cache, torch.no_grad,
+2 threads):
+  (a) a plain SDPA forward,
+  (b) the same forward through `attncore.attention.AttentionCapture`, capturing 3 (layer, head) pairs
+      for the last 64 query rows (the AttnPO use),
+  (c) eager attention with `output_attentions=True`, where its 30 × 9 × T² fp32 maps fit
+      `--eager-budget-mib` (8 GiB by default; T = 4096 would need 18 GiB).
+
+Method, per T:
+- Memory: each mode runs in a fresh subprocess, so its peak RSS is its own. The child loads the model,
+  runs a 64-token warm-up forward, resets the kernel's peak-RSS counter (writing 5 to
+  /proc/self/clear_refs; Linux only), runs one forward and reports the peak RSS (VmHWM) and the RSS just
+  before the forward (weights plus runtime). "forward MiB" is the difference.
+- Time: one subprocess loads a model per mode, warms each up, then runs the modes round-robin and keeps
+  each mode's best of `--repeats` rounds, in wall time and in process CPU time. Interleaving keeps the
+  comparison fair when other processes share the cores; CPU time is less inflated by them than wall
+  time, and the load average is printed so disturbed runs can be recognised and rerun.
+
+    python benchmarks/attention_capture.py [--lengths 512 1024 2048 4096] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+
+HEADS = [(16, 2), (20, 8), (23, 2)]
+QUERY_ROWS = 64
+WARMUP_TOKENS = 64
+THREADS = 2
+MODES = ("sdpa", "capture", "eager")
+
+
+def _proc_kib(path: str, field: str) -> int:
+    with open(path) as lines:
+        for line in lines:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} missing from {path}")
+
+
+def build_forward(mode: str, stack: ExitStack) -> tuple[Callable, int]:
+    """Load a fresh model for `mode`; return a no-grad forward over (1, T) token ids and the vocab size."""
+    import torch
+
+    from attncore.attention import AttentionCapture, HeadRows
+    from attncore.models import ModelConfig, load_model
+
+    model = load_model(ModelConfig(attn_implementation="eager" if mode == "eager" else "sdpa")).model
+    if mode == "capture":
+        capture = stack.enter_context(AttentionCapture(model))
+
+        def forward(ids: torch.Tensor) -> object:
+            last_rows = range(max(0, ids.shape[1] - QUERY_ROWS), ids.shape[1])
+            return capture.run(HeadRows(HEADS, [last_rows]), ids)
+
+        return forward, model.config.vocab_size
+
+    def forward(ids: torch.Tensor) -> object:
+        with torch.no_grad():
+            return model(input_ids=ids, use_cache=False, output_attentions=mode == "eager")
+
+    return forward, model.config.vocab_size
+
+
+def token_ids(length: int, vocab_size: int):
+    import torch
+
+    return torch.randint(0, vocab_size, (1, length), generator=torch.Generator().manual_seed(0))
+
+
+def child_memory(mode: str, length: int) -> dict:
+    """Peak RSS of one forward in this (fresh) process."""
+    with ExitStack() as stack:
+        forward, vocab_size = build_forward(mode, stack)
+        ids = token_ids(length, vocab_size)
+        forward(ids[:, :WARMUP_TOKENS])
+        loaded = _proc_kib("/proc/self/status", "VmRSS")
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        forward(ids)
+        peak = _proc_kib("/proc/self/status", "VmHWM")
+    return {"peak_mib": peak / 1024, "loaded_mib": loaded / 1024}
+
+
+def child_timing(modes: list[str], length: int, repeats: int) -> dict:
+    """Best-of-`repeats` wall and CPU time of a forward per mode, the modes run round-robin."""
+    with ExitStack() as stack:
+        built = {mode: build_forward(mode, stack) for mode in modes}
+        forwards = {mode: forward for mode, (forward, _) in built.items()}
+        ids = token_ids(length, built[modes[0]][1])
+        for forward in forwards.values():
+            forward(ids[:, :WARMUP_TOKENS])
+        best = {mode: {"seconds": float("inf"), "cpu_seconds": float("inf")} for mode in modes}
+        for _ in range(repeats):
+            for mode, forward in forwards.items():
+                wall, cpu = time.perf_counter(), time.process_time()
+                forward(ids)
+                best[mode]["seconds"] = min(best[mode]["seconds"], time.perf_counter() - wall)
+                best[mode]["cpu_seconds"] = min(best[mode]["cpu_seconds"], time.process_time() - cpu)
+    return best
+
+
+def run_child(args: list[str]) -> dict:
+    """Run this script as a child measurement and parse its JSON line."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(THREADS)}
+    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"child {args} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def eager_maps_mib(length: int) -> float:
+    """Memory of the attention maps that eager `output_attentions=True` returns (30 layers × 9 heads)."""
+    return 30 * 9 * length**2 * 4 / 2**20
+
+
+def ratio(results: dict, num: str, den: str, key: str) -> str:
+    if num not in results or den not in results:
+        return "–"
+    return f"{results[num][key] / results[den][key]:.2f}"
+
+
+def cell(results: dict, mode: str, key: str, fmt: str) -> str:
+    return format(results[mode][key], fmt) if mode in results else "skipped"
+
+
+def table(results: dict[int, dict[str, dict]]) -> str:
+    """Markdown table: best wall times, peak RSS, the forward's own RSS increase, and the ratios
+    (CPU-time ratios too: they are less disturbed than wall time when other processes share the cores)."""
+    header = (
+        "| T | (a) SDPA s | (b) capture s | (c) eager s | (b)/(a) time | (c)/(b) time "
+        "| (b)/(a) CPU time | (c)/(b) CPU time "
+        "| (a) peak MiB | (b) peak MiB | (c) peak MiB | (b)/(a) peak | (c)/(b) peak "
+        "| (a) forward MiB | (b) forward MiB | (c) forward MiB |"
+    )
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for length, by_mode in results.items():
+        times = " | ".join(cell(by_mode, mode, "seconds", ".2f") for mode in MODES)
+        peaks = " | ".join(cell(by_mode, mode, "peak_mib", ".0f") for mode in MODES)
+        forwards = " | ".join(cell(by_mode, mode, "forward_mib", ".0f") for mode in MODES)
+        lines.append(
+            f"| {length} | {times} | {ratio(by_mode, 'capture', 'sdpa', 'seconds')} "
+            f"| {ratio(by_mode, 'eager', 'capture', 'seconds')} "
+            f"| {ratio(by_mode, 'capture', 'sdpa', 'cpu_seconds')} | {ratio(by_mode, 'eager', 'capture', 'cpu_seconds')} "
+            f"| {peaks} "
+            f"| {ratio(by_mode, 'capture', 'sdpa', 'peak_mib')} | {ratio(by_mode, 'eager', 'capture', 'peak_mib')} "
+            f"| {forwards} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[512, 1024, 2048, 4096])
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed rounds per T (each mode's best is kept)"
+    )
+    parser.add_argument(
+        "--eager-budget-mib",
+        type=float,
+        default=8192,
+        help="run eager only where its returned attention maps take at most this much memory",
+    )
+    parser.add_argument("--child-memory", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--child-timing", nargs="+", choices=MODES, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_memory or args.child_timing:
+        import torch
+
+        torch.set_num_threads(THREADS)
+    if args.child_memory:
+        print(json.dumps(child_memory(args.child_memory, args.lengths[0])))
+        return
+    if args.child_timing:
+        print(json.dumps(child_timing(args.child_timing, args.lengths[0], args.repeats)))
+        return
+
+    load_before = os.getloadavg()[0]
+    results: dict[int, dict[str, dict]] = {}
+    for length in args.lengths:
+        modes = [m for m in MODES if m != "eager" or eager_maps_mib(length) <= args.eager_budget_mib]
+        by_mode = {mode: run_child(["--child-memory", mode, "--lengths", str(length)]) for mode in modes}
+        best = run_child(["--child-timing", *modes, "--lengths", str(length), "--repeats", str(args.repeats)])
+        for mode, measured in by_mode.items():
+            measured.update(best[mode])
+            measured["forward_mib"] = measured["peak_mib"] - measured["loaded_mib"]
+            print(f"T={length} {mode}: {json.dumps(measured)}", file=sys.stderr, flush=True)
+        results[length] = by_mode
+    print(table(results))
+    print(f"\n1-minute load average: {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.")
+
+
+if __name__ == "__main__":
+    main()
