@@ -1,0 +1,80 @@
+"""The testbed model recipe: training data layout, the named checkpoint, evaluation helpers."""
+
+from __future__ import annotations
+
+import pytest
+
+from attncore.errors import UserError
+from attncore.models import load_model
+from attncore.rollout.types import Rollout
+from attncore.synthetic.config import SyntheticConfig
+from attncore.synthetic.dataset import generate_examples
+from attncore.synthetic.evaluation import is_well_formed, thinking_token_count
+from attncore.synthetic.testbed_model import (
+    TestbedModelConfig,
+    completion_text,
+    config_hash,
+    prepare_tokenizer,
+    tokenize_examples,
+)
+from attncore.tiny import train_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return prepare_tokenizer(train_tokenizer())
+
+
+def test_training_rows_mask_the_prompt_and_end_with_eos(tokenizer):
+    examples = generate_examples(SyntheticConfig(count=4, seed=3))
+    rows = tokenize_examples(examples, tokenizer, max_length=4096)
+    think_end = tokenizer.convert_tokens_to_ids("</think>")
+    for example, row in zip(examples, rows, strict=True):
+        ids, mask = row["input_ids"], row["completion_mask"]
+        n_prompt = mask.index(1)
+        prompt = tokenizer.decode(ids[:n_prompt])
+        assert prompt.endswith("<|im_start|>assistant\n<think>\n") and "system" not in prompt
+        assert example.problem.text in prompt
+        assert all(mask[n_prompt:]) and not any(mask[:n_prompt])
+        assert ids[-1] == tokenizer.eos_token_id, "the stop token is trained on"
+        assert ids[n_prompt:].count(think_end) == 1, "</think> is one token"
+        assert tokenizer.decode(ids[n_prompt:-1]) == completion_text(example)
+        assert not completion_text(example).startswith("<think>")
+
+
+def test_rows_longer_than_max_length_are_dropped(tokenizer):
+    examples = generate_examples(SyntheticConfig(count=6, seed=3))
+    lengths = sorted(len(r["input_ids"]) for r in tokenize_examples(examples, tokenizer, 10_000))
+    kept = tokenize_examples(examples, tokenizer, max_length=lengths[2])
+    assert len(kept) == 3
+    with pytest.raises(UserError, match="no training example fits"):
+        tokenize_examples(examples, tokenizer, max_length=8)
+
+
+def test_recipe_hash_ignores_evaluation_only_settings():
+    base = TestbedModelConfig()
+    assert config_hash(base) == config_hash(base.model_copy(update={"threads": 1}))
+    changed = base.model_copy(update={"seed": 1})
+    assert config_hash(base) != config_hash(changed)
+
+
+def test_missing_checkpoint_names_the_build_command(monkeypatch, tmp_path):
+    monkeypatch.setenv("ATTNCORE_CACHE_DIR", str(tmp_path))
+    with pytest.raises(
+        UserError, match=r"model 'testbed-mini' is not built yet: run `uv run attncore synth train-model`"
+    ):
+        load_model("testbed-mini")
+
+
+def rollout(ids: list[int], text: str) -> Rollout:
+    return Rollout("p#0", "p", 0, "s", "q", "1", "", [], ids, text, "stop", "m", 0, 0.0, 1.0, 0, 8)
+
+
+def test_form_and_thinking_length():
+    assert is_well_formed("a = 1\n</think>\n\nSo \\boxed{1}")
+    assert not is_well_formed("a = 1\n</think>\n</think>\\boxed{1}")
+    assert not is_well_formed("a = 1 \\boxed{1}")
+    assert not is_well_formed("x\n</think>\nno box")
+    assert not is_well_formed("<think> again\n</think>\\boxed{2}")
+    assert thinking_token_count(rollout([5, 6, 7, 99, 8], ""), think_end_id=99) == 3
+    assert thinking_token_count(rollout([5, 6, 7], ""), think_end_id=99) == 3
