@@ -7,6 +7,7 @@ in-process on a fixed corpus (a fraction of a second), with a ChatML-style templ
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -32,13 +33,22 @@ Given that she has twice as many sheep, the rest take the bus. Since he saves $5
 """
 
 
-def train_tokenizer(vocab_size: int = 384):
-    """A byte-level BPE tokenizer (any text round-trips) with chat and think tokens."""
+def train_tokenizer(vocab_size: int = 384, corpus: Iterable[str] | None = None, split_digits: bool = False):
+    """A byte-level BPE tokenizer (any text round-trips) with chat and think tokens.
+
+    `corpus` defaults to a small built-in text; `split_digits` makes every digit its own token, which
+    lets small models trained from scratch learn arithmetic digit by digit.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+        if split_digits
+        else byte_level
+    )
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -46,7 +56,7 @@ def train_tokenizer(vocab_size: int = 384):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    core.train_from_iterator(_CORPUS.splitlines() * 4, trainer=trainer)
+    core.train_from_iterator(_CORPUS.splitlines() * 4 if corpus is None else corpus, trainer=trainer)
     tok = PreTrainedTokenizerFast(
         tokenizer_object=core,
         bos_token="<|bos|>",
@@ -68,6 +78,7 @@ def tiny_config(
     kv_heads: int = 2,
     head_dim: int = 16,
     hidden: int = 64,
+    intermediate: int | None = None,
     bos_id: int = 1,
     eos_id: int = 3,
     pad_id: int = 0,
@@ -78,7 +89,7 @@ def tiny_config(
     common = dict(
         vocab_size=vocab_size,
         hidden_size=hidden,
-        intermediate_size=hidden * 2,
+        intermediate_size=intermediate or hidden * 2,
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,

@@ -1,6 +1,6 @@
 """Evaluate a model on held-out synthetic problems: accuracy, form, thinking length, redundancy.
 
-Greedy rollouts are graded with AttnPO's rule (exactly one `</think>`, the last `\\boxed{}` after it),
+Rollouts are graded with AttnPO's rule (exactly one `</think>`, the last `\\boxed{}` after it),
 and the oracle labels the steps of each generated trace, so the redundancy ratio (share of thinking
 tokens in redundant steps) is measured on what the model actually wrote.
 """
@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 
+from tqdm.auto import tqdm
+
 from attncore.grading import Grader, GradingMode, extract_boxed, split_thinking
 from attncore.models import LoadedModel
 from attncore.rollout.hf import HFEngine
-from attncore.rollout.types import Rollout, SamplingConfig
+from attncore.rollout.types import Rollout
 from attncore.synthetic.dataset import generate_examples
 from attncore.synthetic.oracle import Label, label_trace
 from attncore.synthetic.testbed_model import TESTBED_PROMPT, EvaluationConfig
@@ -68,30 +70,33 @@ def thinking_token_count(rollout: Rollout, think_end_id: int | None) -> int:
     return len(ids)
 
 
-def evaluate_testbed(loaded: LoadedModel, cfg: EvaluationConfig, progress: bool = False) -> TestbedEvaluation:
-    """Generate greedily on `cfg.data`, grade, label the traces, and aggregate."""
+def evaluate_testbed(loaded: LoadedModel, cfg: EvaluationConfig, progress: bool = True) -> TestbedEvaluation:
+    """Sample on `cfg.data`, grade, label the traces with the oracle, and aggregate."""
     examples = generate_examples(cfg.data)
     problems = [example.to_problem() for example in examples]
     engine = HFEngine(loaded, TESTBED_PROMPT, batch_size=cfg.batch_size)
-    rollouts = engine.generate(problems, SamplingConfig(max_tokens=cfg.max_tokens))
+    bar = tqdm(total=len(problems) * cfg.sampling.n, desc="evaluating", unit="rollout", disable=not progress)
+    rollouts = engine.generate(problems, cfg.sampling, on_batch=lambda batch: bar.update(len(batch)))
+    bar.close()
     with Grader(GradingMode.ATTNPO, workers=1) as grader:
-        grades = grader.grade([r.text for r in rollouts], [p.answer for p in problems])
+        grades = grader.grade([r.text for r in rollouts], [r.gold for r in rollouts])
 
     tok = loaded.tokenizer
     think_end = tok.convert_tokens_to_ids("</think>")
     think_end = think_end if isinstance(think_end, int) and think_end != tok.unk_token_id else None
     redundant_tokens = thinking_tokens = 0
     by_difficulty: dict[int, list[bool]] = defaultdict(list)
-    for example, problem, rollout, grade in zip(examples, problems, rollouts, grades, strict=True):
-        by_difficulty[example.problem.difficulty].append(grade.correct)
-        labelling = label_trace(rollout.text, problem.problem, problem.answer)
+    difficulty = {example.id: example.problem.difficulty for example in examples}
+    for rollout, grade in zip(rollouts, grades, strict=True):
+        by_difficulty[difficulty[rollout.problem_id]].append(grade.correct)
+        labelling = label_trace(rollout.text, rollout.problem, rollout.gold)
         for step in labelling.steps:
             size = len(tok.encode(step.text, add_special_tokens=False))
             thinking_tokens += size
             redundant_tokens += size if step.label is Label.REDUNDANT else 0
     n = len(rollouts)
     return TestbedEvaluation(
-        problems=n,
+        problems=len(problems),
         accuracy=sum(g.correct for g in grades) / n,
         well_formed=sum(is_well_formed(r.text) for r in rollouts) / n,
         redundancy_ratio=redundant_tokens / thinking_tokens if thinking_tokens else 0.0,

@@ -26,6 +26,7 @@ from attncore.errors import UserError
 from attncore.models import CACHE_MARKER, atomic_build, load_model
 from attncore.paths import cache_dir
 from attncore.prompts import PromptConfig, encode_prompt
+from attncore.rollout.types import SamplingConfig
 from attncore.synthetic.config import ProblemConfig, SyntheticConfig
 from attncore.synthetic.dataset import SyntheticExample, generate_examples
 from attncore.tracking import TrackingConfig
@@ -54,26 +55,48 @@ class TrainingConfig(Config):
     grad_accum: int = Field(1, ge=1)
     max_length: int = Field(1024, ge=16)
     bf16: bool = True
+    prompt_loss: bool = Field(
+        False, description="also train on the prompt tokens (helps models trained from scratch)"
+    )
     max_minutes: float | None = Field(None, gt=0, description="stop training after this long (resumable)")
     save_every: int = Field(50, ge=1, description="optimizer steps between resumable checkpoints")
     logging_steps: int = 10
 
 
 class EvaluationConfig(Config):
-    """Held-out evaluation after training (greedy rollouts, graded and labelled by the oracle)."""
+    """Held-out evaluation after training: rollouts (R1-style sampling by default, temperature 0.6,
+    top-p 0.95, one sample per problem), graded and labelled by the oracle."""
 
     data: SyntheticConfig = SyntheticConfig(
         count=100, seed=10_007, id_prefix="testbed-test", problem=ProblemConfig(difficulty=(2, 4))
     )
-    max_tokens: int = 768
+    sampling: SamplingConfig = SamplingConfig(temperature=0.6, top_p=0.95, max_tokens=768)
     batch_size: int = 16
 
 
+class ScratchModelConfig(Config):
+    """A Llama model trained from scratch (`base_model: scratch`), with a byte-level BPE tokenizer
+    trained on the generated texts, every digit its own token. head_dim 64 keeps it loadable by vLLM."""
+
+    vocab_size: int = Field(1024, ge=300)
+    hidden: int = 256
+    layers: int = 8
+    heads: int = 4
+    kv_heads: int = 2
+    head_dim: int = 64
+    intermediate: int = 768
+    tokenizer_examples: int = Field(2000, ge=10, description="training examples the tokenizer learns from")
+
+
 class TestbedModelConfig(Config):
-    """The whole recipe: base model, training data, optimisation, evaluation, where it is saved."""
+    """The whole recipe: base model, training data, optimisation, evaluation, where it is saved.
+
+    `base_model` is any model `load_model` accepts, or `scratch` for a new model built from `scratch`.
+    """
 
     name: str = DEFAULT_NAME
     base_model: str = "smollm2-135m-instruct"
+    scratch: ScratchModelConfig = ScratchModelConfig()
     data: SyntheticConfig = SyntheticConfig(count=2000, seed=1, id_prefix="testbed-train")
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
@@ -117,6 +140,46 @@ def resize_for_new_tokens(model, tokenizer) -> None:
     if len(tokenizer) <= old:
         return
     model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+
+
+def scratch_model(cfg: ScratchModelConfig, examples: list[SyntheticExample]):
+    """A randomly initialised Llama and its tokenizer, trained on the prompts and traces of `examples`."""
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    from attncore.tiny import tiny_config, train_tokenizer
+
+    texts = [text for e in examples[: cfg.tokenizer_examples] for text in (e.problem.text, e.trace.text)]
+    tokenizer = prepare_tokenizer(train_tokenizer(cfg.vocab_size, texts, split_digits=True))
+    config = tiny_config(
+        "llama",
+        len(tokenizer),
+        layers=cfg.layers,
+        heads=cfg.heads,
+        kv_heads=cfg.kv_heads,
+        head_dim=cfg.head_dim,
+        hidden=cfg.hidden,
+        intermediate=cfg.intermediate,
+        bos_id=tokenizer.bos_token_id,
+        eos_id=tokenizer.eos_token_id,
+        pad_id=tokenizer.pad_token_id,
+    )
+    model = AutoModelForCausalLM.from_config(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return model, tokenizer
+
+
+def base_model_and_tokenizer(cfg: TestbedModelConfig, examples: list[SyntheticExample]):
+    """The model to fine-tune, with its tokenizer prepared for the testbed format."""
+    if cfg.base_model == "scratch":
+        return scratch_model(cfg.scratch, examples)
+    loaded = load_model(cfg.base_model)
+    tokenizer = prepare_tokenizer(loaded.tokenizer)
+    resize_for_new_tokens(loaded.model, tokenizer)
+    return loaded.model, tokenizer
 
 
 def completion_text(example: SyntheticExample) -> str:
@@ -170,15 +233,13 @@ def train(cfg: TestbedModelConfig, progress: bool = True) -> dict:
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
-    loaded = load_model(cfg.base_model)
-    tokenizer = prepare_tokenizer(loaded.tokenizer)
-    model = loaded.model
-    resize_for_new_tokens(model, tokenizer)
+    examples = generate_examples(cfg.data)
+    model, tokenizer = base_model_and_tokenizer(cfg, examples)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.train()
 
-    rows = tokenize_examples(generate_examples(cfg.data), tokenizer, cfg.training.max_length)
+    rows = tokenize_examples(examples, tokenizer, cfg.training.max_length)
     dataset = Dataset.from_list(rows)
     work = cache_dir() / "build" / f"{cfg.name}-{config_hash(cfg)}"
     save_resolved(cfg, work)
@@ -196,6 +257,7 @@ def train(cfg: TestbedModelConfig, progress: bool = True) -> dict:
         bf16=t.bf16,
         use_cpu=not torch.cuda.is_available(),
         train_sampling_strategy="group_by_length",
+        completion_only_loss=not t.prompt_loss,
         save_strategy="steps",
         save_steps=t.save_every,
         save_total_limit=1,
