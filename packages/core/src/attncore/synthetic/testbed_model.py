@@ -27,7 +27,7 @@ from attncore.models import CACHE_MARKER, atomic_build, load_model
 from attncore.paths import cache_dir
 from attncore.prompts import PromptConfig, encode_prompt
 from attncore.rollout.types import SamplingConfig
-from attncore.synthetic.config import ProblemConfig, SyntheticConfig
+from attncore.synthetic.config import ProblemConfig, SyntheticConfig, TraceConfig
 from attncore.synthetic.dataset import SyntheticExample, generate_examples
 from attncore.tracking import TrackingConfig
 
@@ -41,13 +41,15 @@ CHAT_TEMPLATE = (
 # The prompt the model is trained and evaluated with: the raw question, as in AttnPO's training.
 TESTBED_PROMPT = PromptConfig(template="r1", instruction="", examples=[])
 BUILD_COMMAND = "uv run attncore synth train-model"
+# The default recipe's problems: small numbers, difficulty 1-4 in training (2-4 in evaluation).
+TESTBED_PROBLEMS = ProblemConfig(difficulty=(1, 4), number_range=(2, 20), factor_range=(2, 5), max_value=200)
 
 
 class TrainingConfig(Config):
     """Optimisation settings (passed to TRL's `SFTConfig`)."""
 
     epochs: float = Field(1.0, gt=0)
-    learning_rate: float = Field(1e-4, gt=0)
+    learning_rate: float = Field(4e-4, gt=0)
     lr_scheduler: str = "cosine"
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     weight_decay: float = 0.0
@@ -55,10 +57,13 @@ class TrainingConfig(Config):
     grad_accum: int = Field(1, ge=1)
     max_length: int = Field(1024, ge=16)
     bf16: bool = True
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in the backward pass (TRL's default; 2x slower on CPU)"
+    )
     prompt_loss: bool = Field(
         False, description="also train on the prompt tokens (helps models trained from scratch)"
     )
-    max_minutes: float | None = Field(None, gt=0, description="stop training after this long (resumable)")
+    max_minutes: float | None = Field(37.0, gt=0, description="stop training after this long (resumable)")
     save_every: int = Field(50, ge=1, description="optimizer steps between resumable checkpoints")
     logging_steps: int = 10
 
@@ -68,9 +73,12 @@ class EvaluationConfig(Config):
     top-p 0.95, one sample per problem), graded and labelled by the oracle."""
 
     data: SyntheticConfig = SyntheticConfig(
-        count=100, seed=10_007, id_prefix="testbed-test", problem=ProblemConfig(difficulty=(2, 4))
+        count=100,
+        seed=10_007,
+        id_prefix="testbed-test",
+        problem=TESTBED_PROBLEMS.model_copy(update={"difficulty": (2, 4)}),
     )
-    sampling: SamplingConfig = SamplingConfig(temperature=0.6, top_p=0.95, max_tokens=768)
+    sampling: SamplingConfig = SamplingConfig(temperature=0.6, top_p=0.95, max_tokens=512)
     batch_size: int = 16
 
 
@@ -97,7 +105,13 @@ class TestbedModelConfig(Config):
     name: str = DEFAULT_NAME
     base_model: str = "smollm2-135m-instruct"
     scratch: ScratchModelConfig = ScratchModelConfig()
-    data: SyntheticConfig = SyntheticConfig(count=2000, seed=1, id_prefix="testbed-train")
+    data: SyntheticConfig = SyntheticConfig(
+        count=1700,
+        seed=1,
+        id_prefix="testbed-train",
+        problem=TESTBED_PROBLEMS,
+        trace=TraceConfig(redundancy=(0.3, 0.5)),
+    )
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     seed: int = 0
@@ -224,11 +238,47 @@ class _TimeBudget:
         return TimeBudget()
 
 
+def _dense_loss_trainer_class():
+    """TRL's `SFTTrainer` with the plain LM head and cross-entropy on CPU.
+
+    TRL computes the loss through a fused, vocabulary-chunked LM head; without a GPU its kernel falls back
+    to torch ops and made a SmolLM2 training step about 3x slower than the full-logits loss here (memory is
+    not the constraint on CPU). On an accelerator the fused head is kept.
+    """
+    from trl import SFTTrainer
+
+    class DenseLossSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if torch.cuda.is_available() or return_outputs:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            mode = "train" if model.training else "eval"
+            labels = inputs["labels"][:, 1:]
+            forward_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+            logits = model(**forward_inputs, use_cache=False).logits[:, :-1].float()
+            mask = labels != -100
+            count = mask.sum() if num_items_in_batch is None else num_items_in_batch
+            summed = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
+            )
+            loss = summed / torch.as_tensor(count).clamp(min=1)
+            with torch.no_grad():  # TRL's token-accuracy metric; its entropy metric is skipped on CPU
+                correct = (logits.argmax(-1) == labels) & mask
+                self._metrics[mode]["mean_token_accuracy"].append(
+                    float(correct.sum()) / max(int(mask.sum()), 1)
+                )
+                if mode == "train":
+                    self._total_train_tokens += int(inputs["attention_mask"].sum())
+                self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+            return loss
+
+    return DenseLossSFTTrainer
+
+
 def train(cfg: TestbedModelConfig, progress: bool = True) -> dict:
     """Fine-tune the base model on generated traces; returns training figures (steps, tokens, time)."""
     from datasets import Dataset
     from transformers import set_seed
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -255,6 +305,7 @@ def train(cfg: TestbedModelConfig, progress: bool = True) -> dict:
         gradient_accumulation_steps=t.grad_accum,
         max_length=t.max_length,
         bf16=t.bf16,
+        gradient_checkpointing=t.gradient_checkpointing,
         use_cpu=not torch.cuda.is_available(),
         train_sampling_strategy="group_by_length",
         completion_only_loss=not t.prompt_loss,
@@ -268,7 +319,7 @@ def train(cfg: TestbedModelConfig, progress: bool = True) -> dict:
         dataloader_num_workers=0,
     )
     callbacks = [_TimeBudget(t.max_minutes)] if t.max_minutes else []
-    trainer = SFTTrainer(
+    trainer = _dense_loss_trainer_class()(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks
     )
     resume = any(work.glob("checkpoint-*"))
