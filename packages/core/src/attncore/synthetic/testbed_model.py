@@ -49,7 +49,7 @@ class TrainingConfig(Config):
     """Optimisation settings (passed to TRL's `SFTConfig`)."""
 
     epochs: float = Field(1.0, gt=0)
-    learning_rate: float = Field(4e-4, gt=0)
+    learning_rate: float = Field(3e-4, gt=0)
     lr_scheduler: str = "cosine"
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     weight_decay: float = 0.0
@@ -78,7 +78,7 @@ class EvaluationConfig(Config):
         id_prefix="testbed-test",
         problem=TESTBED_PROBLEMS.model_copy(update={"difficulty": (2, 4)}),
     )
-    sampling: SamplingConfig = SamplingConfig(temperature=0.6, top_p=0.95, max_tokens=512)
+    sampling: SamplingConfig = SamplingConfig(temperature=0.6, top_p=0.95, max_tokens=768)
     batch_size: int = 16
 
 
@@ -102,11 +102,13 @@ class TestbedModelConfig(Config):
     `base_model` is any model `load_model` accepts, or `scratch` for a new model built from `scratch`.
     """
 
+    __test__ = False  # not a pytest test class, despite its name
+
     name: str = DEFAULT_NAME
     base_model: str = "smollm2-135m-instruct"
     scratch: ScratchModelConfig = ScratchModelConfig()
     data: SyntheticConfig = SyntheticConfig(
-        count=1700,
+        count=1200,
         seed=1,
         id_prefix="testbed-train",
         problem=TESTBED_PROBLEMS,
