@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from attncore.errors import UserError
@@ -11,11 +13,16 @@ from attncore.synthetic.config import SyntheticConfig
 from attncore.synthetic.dataset import generate_examples
 from attncore.synthetic.evaluation import is_well_formed, thinking_token_count
 from attncore.synthetic.testbed_model import (
+    TESTBED_PROBLEMS,
+    ScratchModelConfig,
     TestbedModelConfig,
+    TrainingConfig,
+    checkpoint_dir,
     completion_text,
     config_hash,
     prepare_tokenizer,
     tokenize_examples,
+    train,
 )
 from attncore.tiny import train_tokenizer
 
@@ -78,3 +85,34 @@ def test_form_and_thinking_length():
     assert not is_well_formed("<think> again\n</think>\\boxed{2}")
     assert thinking_token_count(rollout([5, 6, 7, 99, 8], ""), think_end_id=99) == 3
     assert thinking_token_count(rollout([5, 6, 7], ""), think_end_id=99) == 3
+
+
+def test_scratch_recipe_saves_a_loadable_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTNCORE_CACHE_DIR", str(tmp_path))
+    cfg = TestbedModelConfig(
+        name="testbed-scratch-test",
+        base_model="scratch",
+        scratch=ScratchModelConfig(
+            vocab_size=320,
+            hidden=64,
+            layers=2,
+            heads=2,
+            kv_heads=1,
+            head_dim=32,
+            intermediate=128,
+            tokenizer_examples=40,
+        ),
+        data=SyntheticConfig(count=16, seed=2, problem=TESTBED_PROBLEMS),
+        training=TrainingConfig(batch_size=8, learning_rate=1e-3, bf16=False, max_minutes=None, save_every=1),
+        threads=1,
+    )
+    figures = train(cfg, progress=False)
+    assert figures["examples"] == 16 and figures["optimizer_steps"] == 2
+    assert Path(figures["checkpoint"]) == checkpoint_dir("testbed-scratch-test")
+
+    loaded = load_model(figures["checkpoint"])
+    tok = loaded.tokenizer
+    assert [len(tok.encode(t, add_special_tokens=False)) for t in ("<think>", "</think>")] == [1, 1]
+    assert tok.encode(" 123", add_special_tokens=False)[-3:] == [tok.convert_tokens_to_ids(d) for d in "123"]
+    assert loaded.model.generation_config.eos_token_id == tok.eos_token_id
+    assert loaded.model.get_input_embeddings().weight.shape[0] == len(tok)

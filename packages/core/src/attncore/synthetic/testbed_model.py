@@ -165,7 +165,7 @@ def resize_for_new_tokens(model, tokenizer) -> None:
 
 def scratch_model(cfg: ScratchModelConfig, examples: list[SyntheticExample]):
     """A randomly initialised Llama and its tokenizer, trained on the prompts and traces of `examples`."""
-    from transformers import AutoModelForCausalLM, GenerationConfig
+    from transformers import AutoModelForCausalLM
 
     from attncore.tiny import tiny_config, train_tokenizer
 
@@ -184,13 +184,7 @@ def scratch_model(cfg: ScratchModelConfig, examples: list[SyntheticExample]):
         eos_id=tokenizer.eos_token_id,
         pad_id=tokenizer.pad_token_id,
     )
-    model = AutoModelForCausalLM.from_config(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return model, tokenizer
+    return AutoModelForCausalLM.from_config(config), tokenizer
 
 
 def base_model_and_tokenizer(cfg: TestbedModelConfig, examples: list[SyntheticExample]):
