@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from attncore.config import load_config
 from attncore.errors import UserError
 from attncore.models import load_model
 from attncore.rollout.types import Rollout
@@ -116,3 +117,9 @@ def test_scratch_recipe_saves_a_loadable_checkpoint(tmp_path, monkeypatch):
     assert tok.encode(" 123", add_special_tokens=False)[-3:] == [tok.convert_tokens_to_ids(d) for d in "123"]
     assert loaded.model.generation_config.eos_token_id == tok.eos_token_id
     assert loaded.model.get_input_embeddings().weight.shape[0] == len(tok)
+
+
+def test_default_yaml_is_the_code_default():
+    """`attncore synth train-model` without a config and with `default.yaml` build the same model."""
+    default_yaml = Path(__file__).parents[2] / "experiments" / "testbed" / "default.yaml"
+    assert load_config(TestbedModelConfig, default_yaml, []).model_dump() == TestbedModelConfig().model_dump()

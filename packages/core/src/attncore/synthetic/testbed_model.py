@@ -49,7 +49,7 @@ class TrainingConfig(Config):
     """Optimisation settings (passed to TRL's `SFTConfig`)."""
 
     epochs: float = Field(1.0, gt=0)
-    learning_rate: float = Field(3e-4, gt=0)
+    learning_rate: float = Field(2e-4, gt=0)
     lr_scheduler: str = "cosine"
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     weight_decay: float = 0.0
@@ -109,11 +109,11 @@ class TestbedModelConfig(Config):
     base_model: str = "smollm2-135m-instruct"
     scratch: ScratchModelConfig = ScratchModelConfig()
     data: SyntheticConfig = SyntheticConfig(
-        count=1200,
+        count=1500,
         seed=1,
         id_prefix="testbed-train",
         problem=TESTBED_PROBLEMS,
-        # No slip steps: a small model imitates the deliberate arithmetic errors (12% against 15% accuracy).
+        # No slip steps: a small model imitates the deliberate arithmetic errors (12% against 15% accuracy, S1 vs S3).
         trace=TraceConfig(
             redundancy=(0.3, 0.5),
             role_weights={"reverify": 3.0, "restate": 2.0, "self_check": 2.0, "abandoned": 2.0, "slip": 0.0},
