@@ -257,16 +257,15 @@ def _dense_loss_trainer_class():
             forward_inputs = {k: v for k, v in inputs.items() if k != "labels"}
             logits = model(**forward_inputs, use_cache=False).logits[:, :-1].float()
             mask = labels != -100
-            count = mask.sum() if num_items_in_batch is None else num_items_in_batch
+            n_masked = int(mask.sum())
+            count = n_masked if num_items_in_batch is None else num_items_in_batch
             summed = torch.nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
             )
             loss = summed / torch.as_tensor(count).clamp(min=1)
             with torch.no_grad():  # TRL's token-accuracy metric; its entropy metric is skipped on CPU
                 correct = (logits.argmax(-1) == labels) & mask
-                self._metrics[mode]["mean_token_accuracy"].append(
-                    float(correct.sum()) / max(int(mask.sum()), 1)
-                )
+                self._metrics[mode]["mean_token_accuracy"].append(float(correct.sum()) / max(n_masked, 1))
                 if mode == "train":
                     self._total_train_tokens += int(inputs["attention_mask"].sum())
                 self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
