@@ -34,6 +34,31 @@ def test_file_and_overrides_merge(tmp_path):
     assert cfg == Job(name="base", sampling=Sampling(temperature=0.6, n=4), tags=["a", "b"])
 
 
+class Stage(Config):
+    sampling: Sampling = Sampling(temperature=0.6, n=8)
+    label: str = "stage"
+
+
+class Pipeline(Config):
+    stage: Stage = Stage(label="tuned", sampling=Sampling(temperature=0.9, n=2))
+
+
+def test_override_changes_one_key_of_a_tuned_section(tmp_path):
+    """An override keeps the rest of a section whose default is a tuned instance; a file section replaces it."""
+    assert load_config(Stage, None, ["sampling.n=4"]).sampling == Sampling(temperature=0.6, n=4)
+    cfg = load_config(Pipeline, None, ["stage.sampling.n=5"])
+    assert cfg.stage == Stage(label="tuned", sampling=Sampling(temperature=0.9, n=5))
+    path = write(tmp_path, "stage:\n  label: mine\n")
+    assert load_config(Pipeline, path).stage == Stage(label="mine")
+    assert load_config(Pipeline, path, ["stage.sampling.n=3"]).stage.sampling == Sampling(
+        temperature=0.6, n=3
+    )
+    with pytest.raises(
+        ConfigError, match=r"command-line override: unknown key 'stage\.sampling\.temprature'"
+    ):
+        load_config(Pipeline, None, ["stage.sampling.temprature=1"])
+
+
 def test_unknown_key_in_file_names_key_and_file(tmp_path):
     path = write(tmp_path, "sampling:\n  temprature: 0.6\n")
     with pytest.raises(ConfigError) as err:

@@ -123,3 +123,13 @@ def test_default_yaml_is_the_code_default():
     """`attncore synth train-model` without a config and with `default.yaml` build the same model."""
     default_yaml = Path(__file__).parents[2] / "experiments" / "testbed" / "default.yaml"
     assert load_config(TestbedModelConfig, default_yaml, []).model_dump() == TestbedModelConfig().model_dump()
+
+
+def test_an_override_keeps_the_rest_of_the_recipe():
+    """`data.count=…` or `evaluation.sampling.max_tokens=…` changes that key only, not the section around it."""
+    default = TestbedModelConfig()
+    cfg = load_config(TestbedModelConfig, None, ["data.count=10", "evaluation.sampling.max_tokens=64"])
+    assert cfg.data == default.data.model_copy(update={"count": 10})
+    assert cfg.data.trace.role_weights["slip"] == 0.0 and cfg.data.seed == 1
+    assert cfg.evaluation.sampling == default.evaluation.sampling.model_copy(update={"max_tokens": 64})
+    assert cfg.evaluation.sampling.temperature == 0.6 and cfg.evaluation.data.seed == 10_007

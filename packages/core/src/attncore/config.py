@@ -1,12 +1,15 @@
 """Declarative configs: strict pydantic models loaded from YAML with dotted command-line overrides.
 
-Every config class derives from `Config`, which rejects unknown keys. `load_config` turns validation
+Every config class derives from `Config`, which rejects unknown keys. A section written in a file
+replaces the default section (keys it leaves out take the section class's defaults); a dotted override
+changes one key of the config resolved from the defaults and the file. `load_config` turns validation
 failures into a one-line `ConfigError` naming the field, the offending value and where it came from
 (the file or the override), and `save_resolved` writes the fully resolved config beside an output.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -100,8 +103,14 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
     overrides = list(overrides or [])
     data = read_yaml(Path(path)) if path is not None else {}
     source = str(path) if path is not None else "defaults"
-    apply_overrides(data, overrides)
     overridden = {".".join(parse_override(o)[0]) for o in overrides}
+    if overrides:
+        # Overrides edit the resolved config, so `a.b.c=v` changes that key only: a section whose default
+        # is a tuned instance keeps its other values instead of falling back to its class's defaults. A
+        # file that does not validate on its own (a required key given by an override) is edited as read.
+        with contextlib.suppress(ValidationError):
+            data = cls.model_validate(data).model_dump()
+        apply_overrides(data, overrides)
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
