@@ -66,13 +66,13 @@ def test_megabyte_gsm8k_number_is_wrong_not_an_error(grader: Grader) -> None:
 
 
 def test_a_worker_that_died_while_idle_is_replaced(grader: Grader) -> None:
-    while not all(worker.ready for worker in grader._pool):  # a replacement from an earlier test may still
-        grader._collect(None)  # be starting; a death then is a start failure, which is another test
-    victim = grader._pool[0].process  # the only way to kill a worker from outside without a crashing input
+    grader.wait_ready()  # a replacement from an earlier test may still be starting (a death then is a start failure)
+    victim = grader.processes[0]
     victim.kill()
     victim.join()
     assert grader.grade(["\\boxed{5}"] * 4, ["5"] * 4) == [GradeResult(True, "5", Reason.OK)] * 4
-    assert all(worker.process.is_alive() for worker in grader._pool)
+    assert victim not in grader.processes
+    assert all(process.is_alive() for process in grader.processes)
 
 
 def test_grade_answers_is_a_one_shot_pool() -> None:

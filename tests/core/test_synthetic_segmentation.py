@@ -10,12 +10,15 @@ from attncore.synthetic.config import SyntheticConfig, TraceConfig
 from attncore.synthetic.dataset import generate_examples
 from attncore.synthetic.oracle import Label, attnpo_steps, label_trace, split_trace
 
-EXAMPLES = generate_examples(SyntheticConfig(count=400, seed=21, trace=TraceConfig(redundancy=(0.0, 0.8))))
+EXAMPLES = generate_examples(
+    SyntheticConfig(count=400, seed=21, trace=TraceConfig(redundancy=(0.0, 0.8), plan_first=0.3))
+)
 
 
 def all_templates() -> list[tuple[str, str]]:
     found = [templates.FIRST_COMPUTE, templates.FIRST_RESTATE, templates.ABANDONED_PLAN]
     for table in (
+        templates.PLAN,
         templates.CORRECTION,
         templates.RESTATE_PROBLEM,
         templates.RESTATE_KNOWN,

@@ -14,6 +14,7 @@ from attncore.synthetic.config import SyntheticConfig, TraceConfig
 from attncore.synthetic.dataset import generate_example, generate_examples
 from attncore.synthetic.stats import majority_accuracy, opening_predictability, trace_redundancy
 from attncore.synthetic.templates import StepRole
+from attncore.synthetic.testbed_model import TestbedModelConfig
 from attncore.synthetic.traces import redundant_count
 
 
@@ -105,6 +106,33 @@ def test_opening_phrase_does_not_predict_the_label():
     for opening in ("Wait", "So"):
         labels = {s.essential for e in examples for s in e.trace.steps if s.opening == opening}
         assert labels == {True, False}
+
+
+def test_a_plan_opens_the_thinking_and_names_the_quantities_in_order():
+    cfg = SyntheticConfig(count=200, seed=3, trace=TraceConfig(redundancy=(0.3, 0.3), plan_first=1.0))
+    for example in generate_examples(cfg):
+        plan, rest = example.trace.steps[0], example.trace.steps[1:]
+        assert plan.role is StepRole.RESTATE and not plan.essential
+        assert not parse_equations(plan.text)  # it computes nothing
+        chain = ", then ".join(op.meaning for op in example.problem.operations)
+        assert chain in plan.text
+        if example.problem.difficulty > 1:
+            assert not any(chain in step.text for step in rest)
+    without = generate_examples(cfg.model_copy(update={"trace": TraceConfig(redundancy=(0.3, 0.3))}))
+    chains = [", then ".join(op.meaning for op in e.problem.operations) for e in without]
+    assert not any(
+        chain in step.text
+        for e, chain in zip(without, chains, strict=True)
+        for step in e.trace.steps
+        if e.problem.difficulty > 1
+    )
+
+
+def test_openings_stay_opaque_with_plans():
+    # The testbed recipe's training traces all open with a plan; measured 0.671 on its 1,500 traces.
+    recipe = TestbedModelConfig().data
+    assert recipe.trace.plan_first == 1.0
+    assert opening_predictability(generate_examples(recipe)) <= 0.70
 
 
 def test_char_redundancy_follows_the_level():

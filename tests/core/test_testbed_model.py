@@ -104,7 +104,9 @@ def test_scratch_recipe_saves_a_loadable_checkpoint(tmp_path, monkeypatch):
             tokenizer_examples=40,
         ),
         data=SyntheticConfig(count=16, seed=2, problem=TESTBED_PROBLEMS),
-        training=TrainingConfig(batch_size=8, learning_rate=1e-3, bf16=False, max_minutes=None, save_every=1),
+        training=TrainingConfig(
+            batch_size=8, learning_rate=1e-3, bf16=False, max_minutes=None, save_every=1, max_length=2048
+        ),  # the 320-token byte-level vocabulary makes long traces: every example fits in 2,048 tokens
         threads=1,
     )
     figures = train(cfg, progress=False)

@@ -130,11 +130,20 @@ class Grader:
         self._context.set_forkserver_preload([_RULES_MODULE])
         try:
             self._pool = [self._spawn() for _ in range(self.workers)]
-            while not all(worker.ready for worker in self._pool):
-                self._collect(None)
+            self.wait_ready()
         except BaseException:
             self.close()
             raise
+
+    def wait_ready(self) -> None:
+        """Block until every worker has loaded math-verify, replacements of dead workers included."""
+        while not all(worker.ready for worker in self._pool):
+            self._collect(None)
+
+    @property
+    def processes(self) -> tuple[BaseProcess, ...]:
+        """The worker processes, for monitoring; the pool replaces any that die."""
+        return tuple(worker.process for worker in self._pool)
 
     def close(self) -> None:
         """Stop the workers; the Grader can be started again afterwards."""

@@ -58,6 +58,9 @@ class TraceConfig(Config):
     the chance that an essential computation opens with a reflection phrase ("Wait", "But", ...), and
     `progressive_redundant` the chance that a re-verification, self-check or detour opens with a
     progression phrase ("So", "Now", ...): both keep the label from being readable off the opening.
+    `plan_first` is the chance that the thinking opens with a plan (a restatement step) that names the
+    quantities the essential steps will find, in order: a small model can then look up the next step and
+    the last one instead of inferring them from the problem at every step.
     """
 
     redundancy: tuple[float, float] = (0.3, 0.7)
@@ -72,6 +75,12 @@ class TraceConfig(Config):
     )
     reflective_compute: float = Field(0.3, ge=0.0, le=1.0)
     progressive_redundant: float = Field(0.45, ge=0.0, le=1.0)
+    plan_first: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="chance that the thinking opens with a plan naming the quantities to find, in order",
+    )
 
     @field_validator("redundancy")
     @classmethod

@@ -117,6 +117,20 @@ RESTATE_KNOWN = (
     ("Since", "Since {known}, I have everything worked out so far written down in one place."),
 )
 
+# A plan opening the thinking (a restatement: it computes nothing). Slot: {chain}, the quantities the
+# essential steps will find, in order ("A, then B, then C"), so each later step can look up what comes
+# next and the last one says when the work is done.
+PLAN = (
+    ("Okay", "Okay, here is the plan: find {chain}; the last one is what the question asks for."),
+    ("Hmm", "Hmm, a plan first: I need {chain}, and the last of these answers the question."),
+    ("Since", "Since each value builds on the ones before, the plan is {chain}, in that order."),
+    ("Given that", "Given that the question asks for the last of them, I will find {chain}."),
+    ("Let's", "Let's plan the work: {chain}, and the last of these is the answer."),
+    ("To", "To answer the question, I will find {chain}, and the last one is what is asked."),
+    ("So", "So the plan is to find {chain}; the last one is the quantity asked about."),
+    ("Okay, so", "Okay, so the steps are {chain}, and the last of them answers the question."),
+)
+
 # Slots: {meaning}, {eq} (the earlier equation again) and {result}.
 REVERIFY: dict[Group, tuple[tuple[str, str], ...]] = {
     "reflection": (

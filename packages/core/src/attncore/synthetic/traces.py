@@ -3,8 +3,9 @@
 A trace is `<think>\\n` + steps separated by blank lines + `\\n</think>\\n\\n` + a short answer with
 `\\boxed{N}`. There is one essential step per operation of the problem, in order; each writes the
 operation as `a op b = c` and is the first place its value appears. Redundant steps are placed between
-them (and after the last one, where overthinking models re-verify their answer). Redundant steps may
-contain equations, but never one that derives a new value the answer uses:
+them (and after the last one, where overthinking models re-verify their answer); optionally a plan
+naming the quantities to find opens the thinking. Redundant steps may contain equations, but never one
+that derives a new value the answer uses:
 
 - re-verifications recompute an earlier result, and self-checks undo an earlier step, so their
   results are values already known;
@@ -31,6 +32,7 @@ from attncore.synthetic.templates import (
     CORRECTION,
     FIRST_COMPUTE,
     FIRST_RESTATE,
+    PLAN,
     RESTATE_KNOWN,
     RESTATE_PROBLEM,
     REVERIFY,
@@ -173,6 +175,12 @@ class _Writer:
             opening, template = self.rng.choice(RESTATE_PROBLEM) if self.steps else FIRST_RESTATE
             self.add(StepRole.RESTATE, opening, template, problem=self.problem.text)
 
+    def plan(self) -> None:
+        """Name the quantities the essential steps will find, in order; no equation, so it is redundant."""
+        chain = ", then ".join(op.meaning for op in self.problem.operations)
+        opening, template = self.rng.choice(PLAN)
+        self.add(StepRole.RESTATE, opening, template, chain=chain)
+
     def earlier(self) -> Operation:
         """An already written operation, most often the latest one."""
         return self.done[-1] if self.rng.random() < LATEST_SHARE else self.rng.choice(self.done)
@@ -238,6 +246,8 @@ def generate_trace(problem: SyntheticProblem, rng: random.Random, cfg: TraceConf
     n_ops = problem.difficulty
     gaps = _plan(rng, cfg, n_ops, redundant_count(rng, n_ops, share))
     writer = _Writer(rng, cfg, problem)
+    if cfg.plan_first and rng.random() < cfg.plan_first:  # no draw at 0: older configs keep their traces
+        writer.plan()
     for g, gap in enumerate(gaps):
         wrong = None
         for role in gap:
