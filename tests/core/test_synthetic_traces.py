@@ -113,6 +113,7 @@ def test_a_plan_opens_the_thinking_and_names_the_quantities_in_order():
     for example in generate_examples(cfg):
         plan, rest = example.trace.steps[0], example.trace.steps[1:]
         assert plan.role is StepRole.RESTATE and not plan.essential
+        assert len(plan.text) >= 80  # the segmenter merges nothing
         assert not parse_equations(plan.text)  # it computes nothing
         chain = ", then ".join(op.meaning for op in example.problem.operations)
         assert chain in plan.text
