@@ -3,7 +3,6 @@ greedy rollouts graded and labelled by the oracle (about 3 minutes on 2 CPU core
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -37,8 +36,5 @@ def test_micro_recipe_teaches_the_format_and_the_overthinking(smollm2, tmp_path,
     # Chance: boxing a number that the problem states is right on none of these problems, and a uniform
     # guess among the possible answers (1..50) on 2% of them; two minutes of SFT get 4 of 32.
     examples = generate_examples(cfg.evaluation.data)
-    copy_chance = sum(
-        [int(n) for n in re.findall(r"\d+", e.problem.text)].count(e.problem.answer) > 0 for e in examples
-    ) / len(examples)
-    assert copy_chance == 0.0
+    assert not any(e.problem.answer in e.problem.quantities for e in examples)
     assert result.accuracy >= 3 / 32

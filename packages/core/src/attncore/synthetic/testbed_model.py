@@ -42,7 +42,8 @@ CHAT_TEMPLATE = (
 TESTBED_PROMPT = PromptConfig(template="r1", instruction="", examples=[])
 BUILD_COMMAND = "uv run attncore synth train-model"
 # The default recipe's problems: small numbers, difficulty 1-4 in training (2-4 in evaluation). With the
-# plans, arithmetic is most of what fails, and values up to 100 leave less of it (32% -> 50%, S9 vs S10).
+# plans, arithmetic is most of what fails, and values up to 100 leave less of it (32% -> 50%, S9 vs S10,
+# which also trains on 100 more traces).
 TESTBED_PROBLEMS = ProblemConfig(difficulty=(1, 4), number_range=(2, 12), factor_range=(2, 5), max_value=100)
 
 
