@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 from fractions import Fraction
 
 import pytest
@@ -107,3 +108,46 @@ def test_impossible_ranges_are_a_user_error():
     cfg = ProblemConfig(number_range=(2, 3), factor_range=(2, 2))
     with pytest.raises(UserError, match="could not draw a problem of difficulty 6"):
         generate_problem(random.Random(0), cfg, 6)
+
+
+def test_a_repeated_event_gets_a_distinct_name():
+    # One theme has only two "+" events, so long chains repeat events; each repeat is named apart.
+    cfg = ProblemConfig(difficulty=(6, 6), number_range=(2, 12), factor_range=(2, 5), max_value=100)
+    problems = [generate_problem(random.Random(seed), cfg, 6) for seed in range(300)]
+    repeated = [p for p in problems if any(op.meaning.endswith(" again") for op in p.operations)]
+    assert len(repeated) >= 20
+    for problem in problems:
+        meanings = [op.meaning for op in problem.operations]
+        assert len(set(meanings)) == len(meanings), meanings
+    first = next(op.meaning for op in repeated[0].operations if op.meaning.endswith(" again"))
+    assert first.removesuffix(" again") in [op.meaning for op in repeated[0].operations]
+
+
+def test_uniform_difficulty_draws_are_unchanged_by_the_weights_option():
+    # Weights left out draw as `randint` always did, so earlier datasets regenerate identically.
+    cfg = ProblemConfig(difficulty=(2, 5))
+    drawn = [cfg.draw_difficulty(random.Random(seed)) for seed in range(50)]
+    assert drawn == [random.Random(seed).randint(2, 5) for seed in range(50)]
+
+
+def test_difficulty_weights_set_the_mix():
+    cfg = ProblemConfig(difficulty=(1, 4), difficulty_weights=(1, 2, 0, 7))
+    rng = random.Random(0)
+    counts = Counter(cfg.draw_difficulty(rng) for _ in range(10_000))
+    assert counts[3] == 0
+    assert counts[1] / 10_000 == pytest.approx(0.1, abs=0.015)
+    assert counts[2] / 10_000 == pytest.approx(0.2, abs=0.02)
+    assert counts[4] / 10_000 == pytest.approx(0.7, abs=0.02)
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ((1, 2), "difficulty_weights has 2 weights for the 4 difficulties 1..4"),
+        ((1, -1, 1, 1), "must be non-negative with a positive sum"),
+        ((0, 0, 0, 0), "must be non-negative with a positive sum"),
+    ],
+)
+def test_bad_difficulty_weights_are_rejected(weights, message):
+    with pytest.raises(ValueError, match=message):
+        ProblemConfig(difficulty=(1, 4), difficulty_weights=weights)

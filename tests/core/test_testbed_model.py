@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from attncore.config import load_config
 from attncore.errors import UserError
@@ -21,7 +22,9 @@ from attncore.synthetic.testbed_model import (
     checkpoint_dir,
     completion_text,
     config_hash,
+    dense_completion_loss,
     prepare_tokenizer,
+    supervised_window,
     tokenize_examples,
     train,
 )
@@ -135,3 +138,50 @@ def test_an_override_keeps_the_rest_of_the_recipe():
     assert cfg.data.trace.role_weights["slip"] == 0.0 and cfg.data.seed == 1
     assert cfg.evaluation.sampling == default.evaluation.sampling.model_copy(update={"max_tokens": 64})
     assert cfg.evaluation.sampling.temperature == 0.6 and cfg.evaluation.data.seed == 10_007
+
+
+@pytest.mark.parametrize(
+    ("labels", "window"),
+    [
+        ([[-100, -100, 5, 6, -100], [-100, -100, -100, 7, -100]], 4),  # first supervised label at 2
+        ([[-100, 4, 5], [-100, -100, 6]], 3),  # at 1: every position but the last predicts one
+        ([[-100, -100, -100]], 1),  # nothing supervised
+        ([[9, -100, -100]], 1),  # position 0 is never predicted
+    ],
+)
+def test_supervised_window(labels, window):
+    assert supervised_window(torch.tensor(labels)) == window
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_dense_loss_on_supervised_positions_equals_the_full_logits_loss(tiny_model_dir, arch):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir(arch))
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, model.config.vocab_size, (3, 12), generator=gen)
+    mask = torch.ones_like(ids)
+    mask[2, 9:] = 0  # a right-padded row
+    labels = ids.clone()
+    for row, prompt in enumerate((4, 6, 5)):
+        labels[row, :prompt] = -100
+    labels[mask == 0] = -100
+    inputs = {"input_ids": ids, "attention_mask": mask}
+
+    loss, correct, count = dense_completion_loss(model, inputs, labels)
+    logits = model(**inputs).logits[:, :-1]
+    shifted = labels[:, 1:]
+    expected = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), shifted.reshape(-1))
+    assert count == int((shifted != -100).sum()) == 8 + 6 + 4
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert correct == int(((logits.argmax(-1) == shifted) & (shifted != -100)).sum())
+    # Divided by the accumulated batch's count when the trainer gives one.
+    assert dense_completion_loss(model, inputs, labels, 36)[0].item() == pytest.approx(
+        expected.item() / 2, rel=1e-5
+    )
+    # And so are the gradients.
+    loss.backward()
+    trimmed = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    expected.backward()
+    assert all(torch.allclose(a, p.grad, atol=1e-6) for a, p in zip(trimmed, model.parameters(), strict=True))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from attncore.config import load_config
+from attncore.data import read_jsonl
 from attncore.models import load_model
 from attncore.synthetic.dataset import generate_examples
 from attncore.synthetic.evaluation import evaluate_testbed
@@ -17,7 +18,7 @@ MICRO = Path(__file__).parents[2] / "experiments" / "testbed" / "micro.yaml"
 
 
 @pytest.mark.slow
-def test_micro_recipe_teaches_the_format_and_the_overthinking(smollm2, tmp_path, monkeypatch):
+def test_micro_recipe_teaches_format_overthinking_and_above_chance_accuracy(smollm2, tmp_path, monkeypatch):
     monkeypatch.setenv("ATTNCORE_CACHE_DIR", str(tmp_path))
     cfg = load_config(TestbedModelConfig, MICRO, [f"base_model={smollm2.source}"])
     figures = train(cfg, progress=False)
@@ -25,7 +26,10 @@ def test_micro_recipe_teaches_the_format_and_the_overthinking(smollm2, tmp_path,
     assert Path(figures["checkpoint"]) == checkpoint_dir("testbed-micro")
     assert figures["train_loss"] < 1.0  # measured 0.75 (mean over the run; the first steps are near 1.8)
 
-    result = evaluate_testbed(load_model(figures["checkpoint"]), cfg.evaluation, progress=False)
+    saved = tmp_path / "rollouts.jsonl"
+    result = evaluate_testbed(
+        load_model(figures["checkpoint"]), cfg.evaluation, progress=False, rollouts_out=saved
+    )
     # Measured 2026-11-27 on the 2-core dev box: 31/32 well-formed, 1 truncated, 15.8% of thinking tokens
     # in oracle-redundant steps, 46 thinking tokens on average, accuracy 4/32 (all four at difficulty 1: 4 of 14).
     assert result.problems == 32
@@ -38,3 +42,12 @@ def test_micro_recipe_teaches_the_format_and_the_overthinking(smollm2, tmp_path,
     examples = generate_examples(cfg.evaluation.data)
     assert not any(e.problem.answer in e.problem.quantities for e in examples)
     assert result.accuracy >= 3 / 32
+
+    # The saved rollouts hold what the figures were computed from.
+    records = read_jsonl(saved)
+    assert [r["problem_id"] for r in records] == [e.id for e in examples]
+    assert sum(r["correct"] for r in records) == round(32 * result.accuracy)
+    assert sum(r["well_formed"] for r in records) == round(32 * result.well_formed)
+    assert sum(r["thinking_tokens"] for r in records) == pytest.approx(32 * result.mean_thinking_tokens)
+    assert all(r["correct"] == (r["pred"] == r["gold"]) for r in records if r["well_formed"])
+    assert all(len(r["step_labels"]) >= 1 for r in records if r["well_formed"])

@@ -184,8 +184,12 @@ def train_model(
     )
     results = {"training": figures}
     if not skip_eval:
-        evaluation = evaluate_testbed(load_model(figures["checkpoint"]), cfg.evaluation)
+        rollouts = Path(figures["checkpoint"]) / "testbed.rollouts.jsonl"
+        evaluation = evaluate_testbed(
+            load_model(figures["checkpoint"]), cfg.evaluation, rollouts_out=rollouts
+        )
         typer.echo(evaluation.table())
+        typer.echo(f"rollouts -> {rollouts}")
         results["evaluation"] = evaluation.as_dict()
     (Path(figures["checkpoint"]) / "testbed.results.json").write_text(json.dumps(results, indent=1))
 
@@ -198,6 +202,10 @@ def evaluate(
     config: Path | None = CONFIG_OPTION,
     overrides: list[str] | None = OVERRIDES_ARGUMENT,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the figures as JSON here.")] = None,
+    rollouts: Annotated[
+        Path | None,
+        typer.Option("--rollouts", help="Write each rollout, graded and labelled, as JSON lines here."),
+    ] = None,
 ) -> None:
     """Accuracy, well-formedness, thinking length and oracle redundancy ratio on held-out problems."""
     from attncore.models import load_model
@@ -205,7 +213,9 @@ def evaluate(
     from attncore.synthetic.testbed_model import EvaluationConfig
 
     cfg = config_from_cli(EvaluationConfig, config, overrides)
-    evaluation = evaluate_testbed(load_model(model), cfg)
+    evaluation = evaluate_testbed(load_model(model), cfg, rollouts_out=rollouts)
     typer.echo(evaluation.table())
     if out is not None:
         out.write_text(json.dumps(evaluation.as_dict(), indent=1))
+    if rollouts is not None:
+        typer.echo(f"rollouts -> {rollouts}")

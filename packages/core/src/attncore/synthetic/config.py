@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+import random
+
+from pydantic import Field, field_validator, model_validator
 
 from attncore.config import Config
 from attncore.synthetic.templates import REDUNDANT_ROLES
@@ -22,9 +24,11 @@ def _ordered(bounds: tuple[float, float], low: float, high: float | None = None)
 
 
 class ProblemConfig(Config):
-    """Word problems: each draws its difficulty (number of operations) uniformly from `difficulty`."""
+    """Word problems: each draws its difficulty (number of operations) from `difficulty`, uniformly or
+    with `difficulty_weights` (relative weights of the difficulties from low to high)."""
 
     difficulty: tuple[int, int] = (1, MAX_DIFFICULTY)
+    difficulty_weights: tuple[float, ...] | None = None
     number_range: tuple[int, int] = (2, 60)  # start amounts, +/− amounts and distractors
     factor_range: tuple[int, int] = (2, 9)  # multipliers and divisors
     max_value: int = Field(2000, ge=10)  # bound on every intermediate result and the answer
@@ -34,6 +38,27 @@ class ProblemConfig(Config):
     @classmethod
     def _difficulty(cls, v: tuple[int, int]) -> tuple[int, int]:
         return _ordered(v, 1, MAX_DIFFICULTY)
+
+    @model_validator(mode="after")
+    def _weights(self) -> ProblemConfig:
+        if self.difficulty_weights is None:
+            return self
+        low, high = self.difficulty
+        if len(self.difficulty_weights) != high - low + 1:
+            raise ValueError(
+                f"difficulty_weights has {len(self.difficulty_weights)} weights for the "
+                f"{high - low + 1} difficulties {low}..{high}"
+            )
+        if min(self.difficulty_weights) < 0 or sum(self.difficulty_weights) <= 0:
+            raise ValueError("difficulty_weights must be non-negative with a positive sum")
+        return self
+
+    def draw_difficulty(self, rng: random.Random) -> int:
+        """A difficulty for the next problem (uniform draws stay `randint`, as before weights existed)."""
+        low, high = self.difficulty
+        if self.difficulty_weights is None:
+            return rng.randint(low, high)
+        return rng.choices(range(low, high + 1), weights=self.difficulty_weights)[0]
 
     @field_validator("number_range")
     @classmethod

@@ -77,7 +77,7 @@ class SyntheticExample:
 def generate_example(cfg: SyntheticConfig, index: int) -> SyntheticExample:
     """Example `index` of the set `cfg` describes; independent of how many others are generated."""
     rng = random.Random(f"{cfg.seed}:{index}")
-    problem = generate_problem(rng, cfg.problem, rng.randint(*cfg.problem.difficulty))
+    problem = generate_problem(rng, cfg.problem, cfg.problem.draw_difficulty(rng))
     trace = generate_trace(problem, rng, cfg.trace)
     return SyntheticExample(f"{cfg.id_prefix}/{index}", problem, trace, cfg.seed, index)
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from attncore.data import write_jsonl
 from attncore.grading import Grader, GradingMode, extract_boxed, split_thinking
 from attncore.models import LoadedModel
 from attncore.rollout.hf import HFEngine
@@ -70,8 +72,14 @@ def thinking_token_count(rollout: Rollout, think_end_id: int | None) -> int:
     return len(ids)
 
 
-def evaluate_testbed(loaded: LoadedModel, cfg: EvaluationConfig, progress: bool = True) -> TestbedEvaluation:
-    """Sample on `cfg.data`, grade, label the traces with the oracle, and aggregate."""
+def evaluate_testbed(
+    loaded: LoadedModel, cfg: EvaluationConfig, progress: bool = True, rollouts_out: Path | None = None
+) -> TestbedEvaluation:
+    """Sample on `cfg.data`, grade, label the traces with the oracle, and aggregate.
+
+    `rollouts_out`, when given, receives one JSON line per rollout (text, grade, step labels), so a
+    failure analysis does not need the rollouts sampled again.
+    """
     examples = generate_examples(cfg.data)
     problems = [example.to_problem() for example in examples]
     engine = HFEngine(loaded, TESTBED_PROMPT, batch_size=cfg.batch_size)
@@ -87,18 +95,43 @@ def evaluate_testbed(loaded: LoadedModel, cfg: EvaluationConfig, progress: bool 
     redundant_tokens = thinking_tokens = 0
     by_difficulty: dict[int, list[bool]] = defaultdict(list)
     difficulty = {example.id: example.problem.difficulty for example in examples}
+    records = []
     for rollout, grade in zip(rollouts, grades, strict=True):
         by_difficulty[difficulty[rollout.problem_id]].append(grade.correct)
         labelling = label_trace(rollout.text, rollout.problem, rollout.gold)
-        for step in labelling.steps:
-            size = len(tok.encode(step.text, add_special_tokens=False))
-            thinking_tokens += size
-            redundant_tokens += size if step.label is Label.REDUNDANT else 0
+        sizes = [len(tok.encode(step.text, add_special_tokens=False)) for step in labelling.steps]
+        redundant = sum(
+            n for n, step in zip(sizes, labelling.steps, strict=True) if step.label is Label.REDUNDANT
+        )
+        thinking_tokens += sum(sizes)
+        redundant_tokens += redundant
+        records.append(
+            {
+                "problem_id": rollout.problem_id,
+                "difficulty": difficulty[rollout.problem_id],
+                "problem": rollout.problem,
+                "gold": rollout.gold,
+                "text": rollout.text,
+                "pred": grade.pred,
+                "correct": grade.correct,
+                "well_formed": is_well_formed(rollout.text),
+                "finish_reason": rollout.finish_reason,
+                "completion_tokens": rollout.n_completion_tokens,
+                "thinking_tokens": thinking_token_count(rollout, think_end),
+                "redundant_step_tokens": redundant,
+                "step_labels": [str(step.label) for step in labelling.steps],
+                "wrong_arithmetic_steps": sum(step.wrong_arithmetic for step in labelling.steps),
+                "issues": list(labelling.issues),
+            }
+        )
+    if rollouts_out is not None:
+        rollouts_out.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl(records, rollouts_out)
     n = len(rollouts)
     return TestbedEvaluation(
         problems=len(problems),
         accuracy=sum(g.correct for g in grades) / n,
-        well_formed=sum(is_well_formed(r.text) for r in rollouts) / n,
+        well_formed=sum(r["well_formed"] for r in records) / n,
         redundancy_ratio=redundant_tokens / thinking_tokens if thinking_tokens else 0.0,
         mean_thinking_tokens=sum(thinking_token_count(r, think_end) for r in rollouts) / n,
         mean_completion_tokens=sum(r.n_completion_tokens for r in rollouts) / n,

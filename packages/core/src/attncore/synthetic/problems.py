@@ -264,6 +264,11 @@ def _shape(rng: random.Random, difficulty: int) -> tuple[int, bool, str]:
     return rng.choice(options)
 
 
+# Suffixes naming the second, third, ... time a person's event recurs, so no two quantities share a name
+# (a plan listing "A, then A" tells the model nothing). A chain has at most 6 events.
+REPEATS = ("", " again", " a third time", " a fourth time", " a fifth time", " a sixth time")
+
+
 def _chain(
     builder: _Builder, theme: Theme, unit: str, person: _Person, length: int
 ) -> tuple[list[str], int, int | None]:
@@ -272,23 +277,24 @@ def _chain(
     value = builder.fresh(*builder.cfg.number_range)
     story = [rng.choice(theme.start).format(who=person.name, n=value, unit=unit)]
     source: int | None = None
-    told: set[str] = set()  # event templates already used for this person, to vary the story
+    told: list[str] = []  # event templates already used for this person, to vary the story
     for _ in range(length):
         for op in rng.sample(["+", "-", "*", "/"], 4):
             events = {"+": theme.add, "-": theme.sub, "*": theme.mul, "/": theme.div}[op]
             clause, gerund = rng.choice([e for e in events if e[0] not in told] or events)
+            repeat = REPEATS[told.count(clause)]  # a repeated event gets a distinct name
             try:
                 n, value = builder.step(
                     op,
                     value,
                     source,
-                    meaning=f"{person.name}'s {unit} after {gerund}",
+                    meaning=f"{person.name}'s {unit} after {gerund}{repeat}",
                     clause=clause.format(who=person.name, poss=person.poss, unit=unit, n="{n}"),
                     unit=unit,
                 )
             except _Retry:
                 continue
-            told.add(clause)
+            told.append(clause)
             sentence = clause.format(who=person.pronoun, poss=person.poss, unit=unit, n=n)
             story.append(f"{rng.choice(CONNECTORS)} {sentence}.")
             source = len(builder.operations) - 1

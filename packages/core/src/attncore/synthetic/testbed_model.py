@@ -111,10 +111,11 @@ class TestbedModelConfig(Config):
     base_model: str = "smollm2-135m-instruct"
     scratch: ScratchModelConfig = ScratchModelConfig()
     data: SyntheticConfig = SyntheticConfig(
-        count=1600,
+        count=1350,
         seed=1,
         id_prefix="testbed-train",
-        problem=TESTBED_PROBLEMS,
+        # Harder problems more often (difficulty 1-4 weighted 1:2:3:4): 50% -> 60%, S10 vs S11.
+        problem=TESTBED_PROBLEMS.model_copy(update={"difficulty_weights": (1.0, 2.0, 3.0, 4.0)}),
         # No slip steps: a small model imitates the deliberate arithmetic errors (12% against 15% accuracy, S1 vs S3).
         # A plan opens every trace (21% -> 32% accuracy, S5 vs S9); it is a redundant step itself, so fewer
         # other redundant steps keep the traces about as long.
@@ -244,12 +245,25 @@ class _TimeBudget:
         return TimeBudget()
 
 
+def supervised_window(labels: torch.Tensor) -> int:
+    """How many final positions of a right-padded batch need logits: from the position before its
+    first supervised label to the end (at least 1). Prompts are not supervised, so their logits are
+    never computed."""
+    supervised = (labels[:, 1:] != -100).any(dim=0)
+    if not supervised.any():
+        return 1
+    first = int(supervised.nonzero()[0]) + 1
+    return labels.shape[1] - first + 1
+
+
 def _dense_loss_trainer_class():
     """TRL's `SFTTrainer` with the plain LM head and cross-entropy on CPU.
 
     TRL computes the loss through a fused, vocabulary-chunked LM head; without a GPU its kernel falls back
     to torch ops and made a SmolLM2 training step about 2x slower than the full-logits loss here (memory is
-    not the constraint on CPU). On an accelerator the fused head is kept.
+    not the constraint on CPU). Logits are computed only from the batch's first supervised position on
+    (`logits_to_keep`), which skips most prompt positions (`benchmarks/sft_step_cpu.py`). On an
+    accelerator the fused head is kept.
     """
     from trl import SFTTrainer
 
@@ -258,25 +272,38 @@ def _dense_loss_trainer_class():
             if self.args.device.type != "cpu" or return_outputs:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             mode = "train" if model.training else "eval"
-            labels = inputs["labels"][:, 1:]
             forward_inputs = {k: v for k, v in inputs.items() if k != "labels"}
-            logits = model(**forward_inputs, use_cache=False).logits[:, :-1].float()
-            mask = labels != -100
-            n_masked = int(mask.sum())
-            count = n_masked if num_items_in_batch is None else num_items_in_batch
-            summed = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
+            loss, correct, n_masked = dense_completion_loss(
+                model, forward_inputs, inputs["labels"], num_items_in_batch
             )
-            loss = summed / torch.as_tensor(count).clamp(min=1)
-            with torch.no_grad():  # TRL's token-accuracy metric; its entropy metric is skipped on CPU
-                correct = (logits.argmax(-1) == labels) & mask
-                self._metrics[mode]["mean_token_accuracy"].append(float(correct.sum()) / max(n_masked, 1))
-                if mode == "train":
-                    self._total_train_tokens += int(inputs["attention_mask"].sum())
-                self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+            self._metrics[mode]["mean_token_accuracy"].append(correct / max(n_masked, 1))
+            if mode == "train":
+                self._total_train_tokens += int(inputs["attention_mask"].sum())
+            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
             return loss
 
     return DenseLossSFTTrainer
+
+
+def dense_completion_loss(
+    model, forward_inputs: dict, labels: torch.Tensor, num_items_in_batch: int | None = None
+) -> tuple[torch.Tensor, int, int]:
+    """Summed next-token cross-entropy over the supervised labels, divided by `num_items_in_batch`
+    (the supervised tokens of the whole accumulated batch) or by this batch's own count; returns the
+    loss, the correctly predicted supervised tokens (argmax) and their count. Only the positions from
+    the first supervised one on get logits."""
+    keep = supervised_window(labels)
+    logits = model(**forward_inputs, use_cache=False, logits_to_keep=keep).logits[:, :-1].float()
+    labels = labels[:, labels.shape[1] - keep + 1 :]
+    mask = labels != -100
+    n_masked = int(mask.sum())
+    count = n_masked if num_items_in_batch is None else num_items_in_batch
+    summed = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
+    )
+    with torch.no_grad():
+        correct = int(((logits.argmax(-1) == labels) & mask).sum())
+    return summed / torch.as_tensor(count).clamp(min=1), correct, n_masked
 
 
 def train(cfg: TestbedModelConfig, progress: bool = True) -> dict:
