@@ -119,3 +119,28 @@ def test_label_with_an_unknown_problem_id_is_a_user_error(tmp_path: Path):
     result = CliRunner().invoke(app, ["label", str(rollouts), "--problems", str(problems)])
     assert isinstance(result.exception, UserError)
     assert "problem id 'nope' is not in" in str(result.exception)
+
+
+def test_evaluate_writes_figures_and_rollouts(tmp_path: Path, tiny_model_dir):
+    figures, rollouts = tmp_path / "figures.json", tmp_path / "rollouts.jsonl"
+    args = [
+        "evaluate",
+        "-m",
+        str(tiny_model_dir("llama")),
+        "--out",
+        str(figures),
+        "--rollouts",
+        str(rollouts),
+    ]
+    overrides = ["data.count=4", "sampling.temperature=0", "sampling.max_tokens=8"]
+    result = CliRunner().invoke(app, args + overrides)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(figures.read_text())
+    rows = [json.loads(line) for line in rollouts.read_text().splitlines()]
+    assert summary["problems"] == len(rows) == 4
+    # A random tiny model writes 8 tokens of noise: never well-formed, always truncated.
+    assert summary["well_formed"] == 0.0 and summary["truncated"] == 1.0
+    assert all(r["completion_tokens"] == 8 and r["finish_reason"] == "length" for r in rows)
+    assert summary["accuracy"] == sum(r["correct"] for r in rows) / 4
+    assert [r["problem_id"] for r in rows] == [f"testbed-test/{i}" for i in range(4)]
+    assert f"rollouts -> {rollouts}" in result.output

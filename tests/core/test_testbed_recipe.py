@@ -30,18 +30,20 @@ def test_micro_recipe_teaches_format_overthinking_and_above_chance_accuracy(smol
     result = evaluate_testbed(
         load_model(figures["checkpoint"]), cfg.evaluation, progress=False, rollouts_out=saved
     )
-    # Measured 2026-11-27 on the 2-core dev box: 31/32 well-formed, 1 truncated, 15.8% of thinking tokens
-    # in oracle-redundant steps, 46 thinking tokens on average, accuracy 4/32 (all four at difficulty 1: 4 of 14).
+    # Measured 2026-11-27 on the 2-core dev box (32 problems of difficulty 1): 30/32 well-formed, 1 truncated,
+    # 26.6% of thinking tokens in oracle-redundant steps, 48.8 thinking tokens on average, accuracy 8/32.
+    # Floating-point detail moves these by a problem or two: on the earlier test set (difficulty 1-2) the
+    # full-logits loss gave 4/32 and the equal loss on supervised positions only 2/32. Hence the margins.
     assert result.problems == 32
-    assert result.well_formed >= 29 / 32
+    assert result.well_formed >= 28 / 32
     assert result.truncated <= 3 / 32
-    assert result.redundancy_ratio >= 0.08
+    assert result.redundancy_ratio >= 0.10
     assert 30 <= result.mean_thinking_tokens <= 100
     # Chance: boxing a number that the problem states is right on none of these problems, and a uniform
-    # guess among the possible answers (1..50) on 2% of them; two minutes of SFT get 4 of 32.
+    # guess among the possible answers (1..50) on 2% of them (4 or more of 32 then has probability 0.3%).
     examples = generate_examples(cfg.evaluation.data)
     assert not any(e.problem.answer in e.problem.quantities for e in examples)
-    assert result.accuracy >= 3 / 32
+    assert result.accuracy >= 4 / 32
 
     # The saved rollouts hold what the figures were computed from.
     records = read_jsonl(saved)
