@@ -16,6 +16,7 @@ import statistics
 import time
 
 import torch
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from attncore.synthetic.dataset import generate_examples
 from attncore.synthetic.testbed_model import (
@@ -37,23 +38,25 @@ def full_logits_loss(model, inputs: dict, labels: torch.Tensor) -> torch.Tensor:
 
 
 def batches(rows: list[dict], size: int, pad: int) -> list[tuple[dict, torch.Tensor]]:
-    """Right-padded batches of rows sorted by length; labels -100 on prompt and padding."""
+    """Batches of rows sorted by length, padded by TRL's own collator as in training; labels -100 on
+    prompt and padding."""
+    collate = DataCollatorForLanguageModeling(pad_token_id=pad)
     rows = sorted(rows, key=lambda r: len(r["input_ids"]))
     out = []
     for start in range(0, len(rows) - size + 1, size):
-        chunk = rows[start : start + size]
-        width = max(len(r["input_ids"]) for r in chunk)
-        ids = torch.full((size, width), pad)
-        labels = torch.full((size, width), -100)
-        mask = torch.zeros((size, width), dtype=torch.long)
-        for i, r in enumerate(chunk):
-            n = len(r["input_ids"])
-            ids[i, :n] = torch.tensor(r["input_ids"])
-            mask[i, :n] = 1
-            row_labels = torch.tensor(r["input_ids"])
-            row_labels[torch.tensor(r["completion_mask"]) == 0] = -100
-            labels[i, :n] = row_labels
-        out.append(({"input_ids": ids, "attention_mask": mask}, labels))
+        batch = collate(
+            [
+                {
+                    "input_ids": r["input_ids"],
+                    "labels": [
+                        t if m else -100 for t, m in zip(r["input_ids"], r["completion_mask"], strict=True)
+                    ],
+                }
+                for r in rows[start : start + size]
+            ]
+        )
+        labels = batch.pop("labels")
+        out.append((batch, labels))
     return out
 
 

@@ -93,11 +93,9 @@ def evaluate_testbed(
     think_end = tok.convert_tokens_to_ids("</think>")
     think_end = think_end if isinstance(think_end, int) and think_end != tok.unk_token_id else None
     redundant_tokens = thinking_tokens = 0
-    by_difficulty: dict[int, list[bool]] = defaultdict(list)
     difficulty = {example.id: example.problem.difficulty for example in examples}
     records = []
     for rollout, grade in zip(rollouts, grades, strict=True):
-        by_difficulty[difficulty[rollout.problem_id]].append(grade.correct)
         labelling = label_trace(rollout.text, rollout.problem, rollout.gold)
         sizes = [len(tok.encode(step.text, add_special_tokens=False)) for step in labelling.steps]
         redundant = sum(
@@ -127,14 +125,17 @@ def evaluate_testbed(
     if rollouts_out is not None:
         rollouts_out.parent.mkdir(parents=True, exist_ok=True)
         write_jsonl(records, rollouts_out)
-    n = len(rollouts)
+    n = len(records)
+    by_difficulty: dict[int, list[bool]] = defaultdict(list)
+    for record in records:
+        by_difficulty[record["difficulty"]].append(record["correct"])
     return TestbedEvaluation(
         problems=len(problems),
-        accuracy=sum(g.correct for g in grades) / n,
+        accuracy=sum(r["correct"] for r in records) / n,
         well_formed=sum(r["well_formed"] for r in records) / n,
         redundancy_ratio=redundant_tokens / thinking_tokens if thinking_tokens else 0.0,
-        mean_thinking_tokens=sum(thinking_token_count(r, think_end) for r in rollouts) / n,
-        mean_completion_tokens=sum(r.n_completion_tokens for r in rollouts) / n,
-        truncated=sum(r.finish_reason == "length" for r in rollouts) / n,
+        mean_thinking_tokens=sum(r["thinking_tokens"] for r in records) / n,
+        mean_completion_tokens=sum(r["completion_tokens"] for r in records) / n,
+        truncated=sum(r["finish_reason"] == "length" for r in records) / n,
         accuracy_by_difficulty={d: sum(v) / len(v) for d, v in by_difficulty.items()},
     )
