@@ -1,7 +1,10 @@
-"""Rollouts with Hugging Face `generate`: batched, left-padded, on CPU or GPU.
+"""Rollouts with Hugging Face models: static batches through `generate`, or slots refilled as
+sequences finish (`refill`, see `attncore.rollout.refill`), on CPU or GPU.
 
-Sampling is reproducible for a fixed seed: each batch seeds torch from the run seed and the ids of the
-rollouts it holds, so a resumed run regenerates exactly what the interrupted one would have.
+Sampling is reproducible for a fixed seed. Static batches seed torch from the run seed and the ids of
+the rollouts a batch holds, so a resumed run regenerates exactly what the interrupted one would have;
+refilled slots seed each rollout from the run seed and its id, so a rollout does not depend on which
+others ran beside it (up to float rounding).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import torch
 from attncore.data import Problem
 from attncore.models import LoadedModel
 from attncore.prompts import PromptConfig, encode_prompt
+from attncore.rollout.refill import decode_refilling
 from attncore.rollout.types import Rollout, SamplingConfig, derive_seed, rollout_id
 
 
@@ -40,14 +44,16 @@ def trim_completion(ids: Sequence[int], eos: set[int]) -> tuple[list[int], str]:
 
 
 class HFEngine:
-    """`generate(problems, sampling) -> rollouts` on a loaded transformers model."""
+    """`generate(problems, sampling) -> rollouts` on a loaded transformers model; `batch_size` sequences
+    decode together, in static batches or, with `refill`, in slots refilled as sequences finish."""
 
     name = "hf"
 
-    def __init__(self, loaded: LoadedModel, prompt: PromptConfig, batch_size: int = 8):
+    def __init__(self, loaded: LoadedModel, prompt: PromptConfig, batch_size: int = 8, refill: bool = False):
         self.loaded = loaded
         self.prompt = prompt
         self.batch_size = batch_size
+        self.refill = refill
         self.eos = eos_token_ids(loaded)
 
     def generate_ids(
@@ -89,11 +95,13 @@ class HFEngine:
         skip: set[str] | None = None,
         on_batch: Callable[[list[Rollout]], None] | None = None,
     ) -> list[Rollout]:
-        """n samples per problem, in batches of `batch_size` sequences; `on_batch` sees each batch."""
+        """n samples per problem; `on_batch` sees the rollouts `batch_size` at a time as they finish."""
         tok = self.loaded.tokenizer
         skip = skip or set()
         todo = [(p, i) for p in problems for i in range(sampling.n) if rollout_id(p.id, i) not in skip]
         encoded = {p.id: encode_prompt(p, tok, self.prompt) for p in {p.id: p for p, _ in todo}.values()}
+        if self.refill:
+            return self.generate_refilling(todo, encoded, sampling, on_batch)
         results: list[Rollout] = []
         for start in range(0, len(todo), self.batch_size):
             batch = todo[start : start + self.batch_size]
@@ -116,3 +124,47 @@ class HFEngine:
                 on_batch(rollouts)
             results.extend(rollouts)
         return results
+
+    def generate_refilling(
+        self,
+        todo: list[tuple[Problem, int]],
+        encoded: dict[str, tuple[str, list[int]]],
+        sampling: SamplingConfig,
+        on_batch: Callable[[list[Rollout]], None] | None,
+    ) -> list[Rollout]:
+        """The rollouts of `todo` through refilled slots, each seeded from the run seed and its id."""
+        tok = self.loaded.tokenizer
+        seeds = [derive_seed(sampling.seed, rollout_id(p.id, i)) for p, i in todo]
+        finished: list[Rollout] = []  # in finishing order
+        in_order: list[Rollout | None] = [None] * len(todo)
+
+        def on_finish(index: int, completion: list[int], reason: str) -> None:
+            problem, sample = todo[index]
+            text = tok.decode(completion, skip_special_tokens=True)
+            rollout = Rollout.sampled(
+                problem,
+                sample,
+                encoded[problem.id],
+                (completion, text, reason),
+                self.loaded.name,
+                seeds[index],
+                sampling,
+            )
+            finished.append(rollout)
+            in_order[index] = rollout
+            if on_batch is not None and len(finished) % self.batch_size == 0:
+                on_batch(finished[-self.batch_size :])
+
+        decode_refilling(
+            self.loaded.model,
+            [encoded[p.id][1] for p, _ in todo],
+            seeds,
+            sampling,
+            set(self.eos),
+            tok.pad_token_id,
+            self.batch_size,
+            on_finish,
+        )
+        if on_batch is not None and len(finished) % self.batch_size:
+            on_batch(finished[-(len(finished) % self.batch_size) :])
+        return [r for r in in_order if r is not None]

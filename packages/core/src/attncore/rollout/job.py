@@ -40,7 +40,12 @@ class RolloutJobConfig(Config):
     prompt: PromptConfig = PromptConfig(template="plain")
     sampling: SamplingConfig = SamplingConfig(max_tokens=256)
     engine: Literal["auto", "hf", "vllm"] = "auto"
-    batch_size: int = Field(8, ge=1, description="sequences per HF generate call")
+    batch_size: int = Field(8, ge=1, description="sequences the HF engine decodes together")
+    refill: bool = Field(
+        False,
+        description="HF engine: give a finished sequence's slot to the next prompt at once (seeds per "
+        "rollout) instead of decoding static batches",
+    )
     vllm: VLLMOptions = VLLMOptions()
     grading: GradingConfig = GradingConfig()
     grade: bool = True
@@ -68,7 +73,9 @@ def store_meta(cfg: RolloutJobConfig, engine: str) -> dict:
         "sampling": cfg.sampling.model_dump(),
         "engine": engine,
     }
-    if engine == "hf":  # batch composition fixes the random stream of HF sampling
+    if engine == "hf" and cfg.refill:  # seeds per rollout: the slot count does not change them
+        meta["refill"] = True
+    elif engine == "hf":  # batch composition fixes the random stream of static batches
         meta["batch_size"] = cfg.batch_size
     return meta
 
@@ -131,7 +138,7 @@ def build_engine(cfg: RolloutJobConfig) -> HFEngine | VLLMEngine:
     from attncore.rollout.hf import HFEngine
 
     model_cfg = cfg.model.model_copy(update={"device": resolve_device(cfg.model.device)})
-    return HFEngine(load_model(model_cfg), cfg.prompt, cfg.batch_size)
+    return HFEngine(load_model(model_cfg), cfg.prompt, cfg.batch_size, cfg.refill)
 
 
 def engine_for(engine: HFEngine | VLLMEngine, cfg: RolloutJobConfig) -> HFEngine | VLLMEngine:
@@ -140,7 +147,7 @@ def engine_for(engine: HFEngine | VLLMEngine, cfg: RolloutJobConfig) -> HFEngine
     view = copy.copy(engine)
     view.prompt = cfg.prompt
     if view.name == "hf":
-        view.batch_size = cfg.batch_size
+        view.batch_size, view.refill = cfg.batch_size, cfg.refill
     return view
 
 

@@ -82,7 +82,7 @@ def evaluate_testbed(
     """
     examples = generate_examples(cfg.data)
     problems = [example.to_problem() for example in examples]
-    engine = HFEngine(loaded, TESTBED_PROMPT, batch_size=cfg.batch_size)
+    engine = HFEngine(loaded, TESTBED_PROMPT, batch_size=cfg.batch_size, refill=cfg.refill)
     bar = tqdm(total=len(problems) * cfg.sampling.n, desc="evaluating", unit="rollout", disable=not progress)
     rollouts = engine.generate(problems, cfg.sampling, on_batch=lambda batch: bar.update(len(batch)))
     bar.close()

@@ -82,7 +82,10 @@ class EvaluationConfig(Config):
         problem=TESTBED_PROBLEMS.model_copy(update={"difficulty": (2, 4)}),
     )
     sampling: SamplingConfig = SamplingConfig(temperature=0.6, top_p=0.95, max_tokens=512)
-    batch_size: int = 16
+    batch_size: int = Field(32, ge=1, description="sequences decoded together")
+    refill: bool = Field(
+        True, description="refill a finished sequence's slot at once (see attncore.rollout.refill)"
+    )
 
 
 class ScratchModelConfig(Config):
