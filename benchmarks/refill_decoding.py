@@ -4,10 +4,11 @@ Baseline: `HFEngine` in static batches of 16 (the testbed evaluation before refi
 refilling engine with 16 and with 32 slots. Same problems, temperature 0.6, top-p 0.95; tokens/s counts
 the completion tokens each produced (their samples differ, so their lengths do too).
 
-    uv run python benchmarks/refill_decoding.py [--model testbed-mini] [--problems 64] [--max-tokens 512]
+    uv run python benchmarks/refill_decoding.py [--model testbed-mini] [--data testbed] [--problems 64]
 
-`--model` is anything the model loader takes; the default is the testbed model (`uv run attncore synth
-train-model` builds it), whose held-out problems are used. Any other model gets GSM8K problems.
+`--model` is anything the model loader takes (the default testbed model is built by `uv run attncore
+synth train-model`); `--data testbed` uses the testbed evaluation's held-out problems and prompt,
+`--data gsm8k` GSM8K with the plain template (for the embedded model: `--model smollm2-135m-instruct`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from attncore.synthetic.testbed_model import EvaluationConfig
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="testbed-mini")
+    parser.add_argument("--data", choices=["testbed", "gsm8k"], default="testbed")
     parser.add_argument("--problems", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
@@ -38,7 +40,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     loaded = load_model(args.model)
-    if args.model.startswith("testbed"):
+    if args.data == "testbed":
         data = EvaluationConfig().data.model_copy(update={"count": args.problems})
         problems, prompt = [e.to_problem() for e in generate_examples(data)], TESTBED_PROMPT
     else:

@@ -222,3 +222,24 @@ def test_rollout_table_schema_is_stable():
     table = rollouts_to_table([make_rollout("a", "x", "1")])
     assert table.schema.field("completion_ids").type == pa.list_(pa.int32())
     assert table.column_names == ROLLOUT_SCHEMA.names
+
+
+def test_refilled_job_resumes_with_another_slot_count(tiny_model_dir, tmp_path):
+    """Seeds per rollout: the slot count is not part of what identifies a refilled store."""
+    model = tiny_model_dir("qwen2")
+    args = [
+        a for a in rollout_args(model, tmp_path) if not a.startswith(("data.limit", "batch_size", "out="))
+    ]
+
+    def run(out: Path, slots: int) -> subprocess.CompletedProcess:
+        return cli(*args, "data.limit=6", "refill=true", f"batch_size={slots}", f"out={out}")
+
+    assert run(tmp_path / "two", 2).returncode == 0
+    meta = RolloutStore.open_existing(tmp_path / "two").meta
+    assert meta["refill"] is True and "batch_size" not in meta
+    resumed = run(tmp_path / "two", 4)
+    assert resumed.returncode == 0, resumed.stderr
+    assert run(tmp_path / "four", 4).returncode == 0
+    got = RolloutStore.open_existing(tmp_path / "two").read()
+    want = {r.rollout_id: r.completion_ids for r in RolloutStore.open_existing(tmp_path / "four").read()}
+    assert len(got) == 6 and {r.rollout_id: r.completion_ids for r in got} == want

@@ -117,9 +117,9 @@ class TestbedModelConfig(Config):
         count=1600,
         seed=1,
         id_prefix="testbed-train",
-        # Difficulty drawn uniformly: weighting it 1:2:3:4 lifted difficulty 4 but not the whole
-        # (46.0% against 49.3% over 300 problems, S12 vs S10).
-        problem=TESTBED_PROBLEMS,
+        # Harder problems more often (difficulty 1-4 weighted 1:2:3:4): 49.3% -> 56.7% over 300 problems,
+        # S10 vs S13 (S13 also has the minutes the refilled evaluation freed: 1,600 weighted traces).
+        problem=TESTBED_PROBLEMS.model_copy(update={"difficulty_weights": (1.0, 2.0, 3.0, 4.0)}),
         # No slip steps: a small model imitates the deliberate arithmetic errors (12% against 15% accuracy, S1 vs S3).
         # A plan opens every trace (21% -> 32% accuracy, S5 vs S9); it is a redundant step itself, so fewer
         # other redundant steps keep the traces about as long.
