@@ -23,6 +23,7 @@ from pydantic import Field
 
 from attncore.config import Config, save_resolved
 from attncore.errors import UserError
+from attncore.heap import trim_heap
 from attncore.models import CACHE_MARKER, atomic_build, load_model
 from attncore.paths import cache_dir
 from attncore.prompts import PromptConfig, encode_prompt
@@ -249,6 +250,20 @@ class _TimeBudget:
         return TimeBudget()
 
 
+class _HeapTrim:
+    """A `TrainerCallback` that hands freed heap pages back to the OS after every step (`attncore.heap`)."""
+
+    def __new__(cls):
+        from transformers import TrainerCallback
+
+        class HeapTrim(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                trim_heap()
+                return control
+
+        return HeapTrim()
+
+
 def supervised_window(labels: torch.Tensor) -> int:
     """How many final positions of a right-padded batch need logits: from the position before its
     first supervised label to the end (at least 1). Prompts are not supervised, so their logits are
@@ -354,7 +369,7 @@ def train(cfg: TestbedModelConfig, progress: bool = True) -> dict:
         seed=cfg.seed,
         dataloader_num_workers=0,
     )
-    callbacks = [_TimeBudget(t.max_minutes)] if t.max_minutes else []
+    callbacks = [_HeapTrim()] + ([_TimeBudget(t.max_minutes)] if t.max_minutes else [])
     trainer = _dense_loss_trainer_class()(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks
     )
