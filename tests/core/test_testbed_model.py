@@ -65,6 +65,8 @@ def test_rows_longer_than_max_length_are_dropped(tokenizer):
 def test_recipe_hash_ignores_evaluation_only_settings():
     base = TestbedModelConfig()
     assert config_hash(base) == config_hash(base.model_copy(update={"threads": 1}))
+    trimmed = base.training.model_copy(update={"trim_heap_every": 10})
+    assert config_hash(base) == config_hash(base.model_copy(update={"training": trimmed}))
     changed = base.model_copy(update={"seed": 1})
     assert config_hash(base) != config_hash(changed)
 
@@ -108,8 +110,14 @@ def test_scratch_recipe_saves_a_loadable_checkpoint(tmp_path, monkeypatch):
         ),
         data=SyntheticConfig(count=16, seed=2, problem=TESTBED_PROBLEMS),
         training=TrainingConfig(
-            batch_size=8, learning_rate=1e-3, bf16=False, max_minutes=None, save_every=1, max_length=2048
-        ),  # the 320-token byte-level vocabulary makes long traces: every example fits in 2,048 tokens
+            batch_size=8,
+            learning_rate=1e-3,
+            bf16=False,
+            max_minutes=None,
+            save_every=1,
+            max_length=2048,  # the 320-token byte-level vocabulary makes long traces: every example fits
+            trim_heap_every=1,
+        ),
         threads=1,
     )
     figures = train(cfg, progress=False)

@@ -1,9 +1,10 @@
 """Hand the heap's freed pages back to the operating system.
 
 A CPU training step allocates and frees gigabytes of tensors of varying sizes. glibc keeps freed pages
-in its heap, where the next steps' allocations fragment them, so resident memory grows step after step:
-the testbed recipe's training process reached 17.0 GB after 200 steps, while its first steps peak near
-9 GB when the heap is trimmed after each one (at no measurable cost in step time).
+in its heap, where the next steps' allocations fragment them, so resident memory grows step after step
+(the testbed recipe's training process: 17.0 GB after 200 steps, S13). Trimming bounds that growth, but
+the next step faults the pages in again: trimmed after every step, the recipe trained about 20% slower
+(S14 in experiments/testbed/RESULTS.md), so trainers trim only when asked (`training.trim_heap_every`).
 """
 
 from __future__ import annotations

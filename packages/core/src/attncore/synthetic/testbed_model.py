@@ -62,12 +62,18 @@ class TrainingConfig(Config):
     bf16: bool = True
     gradient_checkpointing: bool = Field(
         False,
-        description="recompute activations in the backward pass (TRL's default; memory is no constraint on CPU)",
+        description="recompute activations in the backward pass (TRL's default; off: it costs time on CPU)",
     )
     prompt_loss: bool = Field(
         False, description="also train on the prompt tokens (helps models trained from scratch)"
     )
     max_minutes: float | None = Field(37.0, gt=0, description="stop training after this long (resumable)")
+    trim_heap_every: int = Field(
+        0,
+        ge=0,
+        description="hand freed heap memory back to the OS every N optimizer steps (glibc; 0: never): "
+        "bounds the resident memory that heap fragmentation adds, at a cost in time (RESULTS.md, S14)",
+    )
     save_every: int = Field(50, ge=1, description="optimizer steps between resumable checkpoints")
     logging_steps: int = 10
 
@@ -153,7 +159,10 @@ def built_checkpoint(name: str = DEFAULT_NAME) -> Path:
 
 def config_hash(cfg: TestbedModelConfig) -> str:
     """Identifies a recipe; training checkpoints are only resumed for the same one."""
-    payload = cfg.model_dump(mode="json", exclude={"evaluation", "tracking", "threads"})
+    payload = cfg.model_dump(
+        mode="json",
+        exclude={"evaluation": True, "tracking": True, "threads": True, "training": {"trim_heap_every"}},
+    )
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -251,14 +260,16 @@ class _TimeBudget:
 
 
 class _HeapTrim:
-    """A `TrainerCallback` that hands freed heap pages back to the OS after every step (`attncore.heap`)."""
+    """A `TrainerCallback` that hands freed heap pages back to the OS every `every` optimizer steps
+    (`attncore.heap`)."""
 
-    def __new__(cls):
+    def __new__(cls, every: int):
         from transformers import TrainerCallback
 
         class HeapTrim(TrainerCallback):
             def on_step_end(self, args, state, control, **kwargs):
-                trim_heap()
+                if state.global_step % every == 0:
+                    trim_heap()
                 return control
 
         return HeapTrim()
@@ -279,8 +290,8 @@ def _dense_loss_trainer_class():
     """TRL's `SFTTrainer` with the plain LM head and cross-entropy on CPU.
 
     TRL computes the loss through a fused, vocabulary-chunked LM head; without a GPU its kernel falls back
-    to torch ops and made a SmolLM2 training step about 2x slower than the full-logits loss here (memory is
-    not the constraint on CPU). Logits are computed only from the batch's first supervised position on
+    to torch ops and made a SmolLM2 training step about 2x slower than the full-logits loss here, which
+    holds the logits of a batch's longest sequences in memory instead. Logits are computed only from the batch's first supervised position on
     (`logits_to_keep`), which skips most prompt positions (`benchmarks/sft_step_cpu.py`). On an
     accelerator the fused head is kept.
     """
@@ -369,7 +380,9 @@ def train(cfg: TestbedModelConfig, progress: bool = True) -> dict:
         seed=cfg.seed,
         dataloader_num_workers=0,
     )
-    callbacks = [_HeapTrim()] + ([_TimeBudget(t.max_minutes)] if t.max_minutes else [])
+    callbacks = [_TimeBudget(t.max_minutes)] if t.max_minutes else []
+    if t.trim_heap_every:
+        callbacks.append(_HeapTrim(t.trim_heap_every))
     trainer = _dense_loss_trainer_class()(
         model=model, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks
     )
