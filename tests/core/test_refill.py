@@ -57,7 +57,7 @@ def dense(ids: torch.Tensor, probs: torch.Tensor, vocab: int) -> torch.Tensor:
 @given(
     seed=st.integers(0, 10_000),
     temperature=st.sampled_from([0.3, 0.6, 1.0, 1.5]),
-    top_k=st.sampled_from([0, 1, 5, 40]),
+    top_k=st.sampled_from([0, 1, 5, 40, 300]),
     top_p=st.sampled_from([1.0, 0.95, 0.5, 0.1]),
     spread=st.sampled_from([0.01, 1.0, 8.0]),
 )

@@ -135,7 +135,7 @@ class HFEngine:
         """The rollouts of `todo` through refilled slots, each seeded from the run seed and its id."""
         tok = self.loaded.tokenizer
         seeds = [derive_seed(sampling.seed, rollout_id(p.id, i)) for p, i in todo]
-        finished: list[Rollout] = []  # in finishing order
+        unreported: list[Rollout] = []  # finished, not yet passed to on_batch
         in_order: list[Rollout | None] = [None] * len(todo)
 
         def on_finish(index: int, completion: list[int], reason: str) -> None:
@@ -150,10 +150,11 @@ class HFEngine:
                 seeds[index],
                 sampling,
             )
-            finished.append(rollout)
             in_order[index] = rollout
-            if on_batch is not None and len(finished) % self.batch_size == 0:
-                on_batch(finished[-self.batch_size :])
+            unreported.append(rollout)
+            if on_batch is not None and len(unreported) == self.batch_size:
+                on_batch(unreported[:])
+                unreported.clear()
 
         decode_refilling(
             self.loaded.model,
@@ -165,6 +166,6 @@ class HFEngine:
             self.batch_size,
             on_finish,
         )
-        if on_batch is not None and len(finished) % self.batch_size:
-            on_batch(finished[-(len(finished) % self.batch_size) :])
+        if on_batch is not None and unreported:
+            on_batch(unreported)
         return [r for r in in_order if r is not None]

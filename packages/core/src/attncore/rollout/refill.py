@@ -43,16 +43,19 @@ def nucleus(
     if top_p >= 1.0 and not 0 < top_k < vocab:  # plain sampling: no order needed
         return torch.arange(vocab, device=logits.device).expand_as(logits), logits.softmax(dim=-1)
     kept = top_k if 0 < top_k < vocab else vocab
-    normaliser = None if kept < vocab else torch.logsumexp(logits, dim=-1, keepdim=True)
-    width = kept if top_p >= 1.0 else min(kept, CANDIDATES)
-    while True:
+    # probabilities are over the top-k set, or over the whole vocabulary when top-k is off
+    normaliser = (logits if kept == vocab else torch.topk(logits, kept, dim=-1).values).logsumexp(
+        -1, keepdim=True
+    )
+
+    def likeliest(width: int) -> tuple[torch.Tensor, torch.Tensor]:
         values, ids = torch.topk(logits, width, dim=-1)
-        probs = (
-            values - (normaliser if normaliser is not None else values.logsumexp(-1, keepdim=True))
-        ).exp()
-        if width == kept or bool((probs.sum(-1) >= top_p).all()):
-            break
-        width = kept
+        return ids, (values - normaliser).exp()
+
+    width = kept if top_p >= 1.0 else min(kept, CANDIDATES)
+    ids, probs = likeliest(width)
+    if width < kept and not bool((probs.sum(-1) >= top_p).all()):  # the nucleus may reach past them
+        ids, probs = likeliest(kept)
     if top_p < 1.0:
         probs = probs * ((probs.cumsum(dim=-1) - probs) < top_p)
     return ids, probs / probs.sum(dim=-1, keepdim=True)
