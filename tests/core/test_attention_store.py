@@ -17,20 +17,14 @@ import pyarrow.compute as pc
 import pytest
 import torch
 
+from attncore.alignment import decode, encode_text, token_ranges_by_start
 from attncore.critical import CriticalConfig, alignment_hash, find_critical_units, unit_token_sets
 from attncore.errors import UserError
 from attncore.models import ModelConfig, load_model
 from attncore.prompts import THINK_OPEN, PromptConfig, encode_prompt
 from attncore.rollout.store import RolloutStore
 from attncore.rollout.types import Rollout
-from attncore.steps import (
-    StepSegmenterConfig,
-    decode,
-    encode_text,
-    segment_response,
-    sentence_spans,
-    token_ranges_by_start,
-)
+from attncore.steps import StepSegmenterConfig, segment_response, sentence_spans
 from attncore.store.config import ExtractConfig, TextFormat
 from attncore.store.extract import plan_batches, run_extraction, special_prefix
 from attncore.store.inputs import load_responses, teacher_forced_response

@@ -15,10 +15,11 @@ import pytest
 import torch
 from matplotlib.image import imread
 
+from attncore.alignment import decode
 from attncore.critical import CriticalConfig, alignment_hash, find_critical_units
 from attncore.errors import UserError
 from attncore.prompts import THINK_OPEN
-from attncore.steps import StepSegmenterConfig, decode, segment_response, sentence_spans
+from attncore.steps import StepSegmenterConfig, segment_response, sentence_spans
 from attncore.store.config import TextFormat
 from attncore.store.store import AttentionStore, ExampleMatrices, RolloutScores, store_meta
 from attncore.store.view import write_view

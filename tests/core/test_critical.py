@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from attncore.alignment import decode, encode_text
 from attncore.config import load_config
 from attncore.critical import (
     CriticalConfig,
@@ -15,7 +16,7 @@ from attncore.critical import (
     unit_token_sets,
 )
 from attncore.errors import ConfigError
-from attncore.steps import decode, encode_text, sentence_spans
+from attncore.steps import sentence_spans
 from attncore.tiny import train_tokenizer
 
 # A hand-counted MoLSAKI example: 5 steps (2 question sentences, 3 rationale sentences) x 12 numbers.

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from attncore.alignment import decode, single_token_id
 from attncore.models import load_tokenizer, resolve_model_source
 from attncore.rollout.grade import GRADE_VERSION, GradingConfig, grade_store, thinking_token_count
 from attncore.rollout.store import RolloutStore
 from attncore.rollout.types import Rollout
-from attncore.steps import decode, single_token_id
 from attncore.tiny import train_tokenizer
 
 

@@ -9,6 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from attncore.alignment import (
+    decode,
+    encode_text,
+    first_token_from,
+    single_token_id,
+    token_at_char,
+    token_char_ends,
+    token_ranges_by_start,
+)
 from attncore.errors import UserError
 from attncore.steps import (
     CONFUSED,
@@ -17,16 +26,9 @@ from attncore.steps import (
     THINK_END,
     StepKind,
     StepSegmenterConfig,
-    decode,
-    encode_text,
-    first_token_from,
     segment_response,
     segment_thinking,
     sentence_spans,
-    single_token_id,
-    token_at_char,
-    token_char_ends,
-    token_ranges_by_start,
 )
 from attncore.tiny import train_tokenizer
 

@@ -18,8 +18,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from attncore.alignment import token_at_char
 from attncore.config import Config
-from attncore.steps import token_at_char
 
 NUMBER_PATTERN = r"\d+(?:[.,]\d+)*"
 """Digits with inner `.`/`,` groups: `2.5`, `1,000`; a sentence-final period is not part of it."""
@@ -100,7 +100,7 @@ def find_critical_units(text: str, config: CriticalConfig | None = None) -> list
 def unit_token_sets(units: Sequence[CriticalUnit], ends: Sequence[int]) -> list[tuple[int, ...]]:
     """Token indices of each unit: every token whose characters overlap one of its spans.
 
-    `ends` are token character ends (`steps.token_char_ends`); a token that owns no character (the
+    `ends` are token character ends (`alignment.token_char_ends`); a token that owns no character (the
     leading bytes of a split character) goes with the character it starts.
     """
     sets = []

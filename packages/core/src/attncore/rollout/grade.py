@@ -27,13 +27,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
+from attncore.alignment import decode, single_token_id, token_at_char, token_char_ends
 from attncore.config import Config
 from attncore.errors import UserError
 from attncore.grading import Grader, GradingMode
 from attncore.grading.extract import THINK_CLOSE, THINK_OPEN
 from attncore.models import load_tokenizer, resolve_model_source
 from attncore.rollout.store import RolloutStore
-from attncore.steps import decode, single_token_id, token_at_char, token_char_ends
 
 GRADE_COLUMNS = (
     "correct",

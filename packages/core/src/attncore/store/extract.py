@@ -29,20 +29,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from attncore.aggregate import membership, step_scores_per_head
+from attncore.alignment import decode, encode_text, token_ranges_by_start
 from attncore.attention import AttentionCapture, HeadMeanGroups, HeadRows
 from attncore.config import save_resolved
 from attncore.critical import CriticalConfig, alignment_hash, find_critical_units, unit_token_sets
 from attncore.errors import UserError
 from attncore.models import LoadedModel, ModelConfig, load_model, resolve_device
 from attncore.shards import file_sha256
-from attncore.steps import (
-    StepSegmenterConfig,
-    decode,
-    encode_text,
-    segment_response,
-    sentence_spans,
-    token_ranges_by_start,
-)
+from attncore.steps import StepSegmenterConfig, segment_response, sentence_spans
 from attncore.store.config import ExtractConfig, TextFormat
 from attncore.store.inputs import (
     RationaleExample,
