@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from attncore.config import Config, ConfigError, apply_overrides, load_config, parse_override, save_resolved
 
@@ -114,3 +114,50 @@ def test_saved_resolved_config_round_trips(tmp_path):
         "tags": ["x"],
     }
     assert load_config(Job, saved) == cfg
+
+
+class Kinded(Config):
+    """A validator that asks which fields the user set, as `ExtractConfig` does."""
+
+    kind: str = "a"
+    only_b: Sampling = Sampling()
+    sampling: Sampling = Sampling(temperature=0.5)
+    out: str = "out"
+
+    @model_validator(mode="after")
+    def _only_b_for_kind_b(self) -> Kinded:
+        if self.kind != "b" and "only_b" in self.model_fields_set:
+            raise ValueError("only_b does not apply to kind 'a'")
+        return self
+
+
+def test_an_override_does_not_mark_untouched_fields_as_set(tmp_path):
+    path = write(tmp_path, "kind: a\nsampling:\n  n: 2\n")
+    cfg = load_config(Kinded, path, ["out=elsewhere"])
+    assert cfg.out == "elsewhere" and cfg.model_fields_set == {"kind", "sampling", "out"}
+    assert load_config(Kinded, None, ["sampling.n=3"]).sampling == Sampling(temperature=0.5, n=3)
+    with pytest.raises(ConfigError, match=r"^command-line override: .*only_b does not apply"):
+        load_config(Kinded, path, ["only_b.n=2"])
+
+
+SHIPPED = sorted((Path(__file__).resolve().parents[2] / "experiments").glob("*/*.yaml"))
+
+
+def shipped_config_class(path: Path) -> type[Config]:
+    from attncore.eval.config import SuiteConfig
+    from attncore.store.config import ExtractConfig
+    from attncore.synthetic.testbed_model import TestbedModelConfig
+
+    return {"attention": ExtractConfig, "eval": SuiteConfig, "testbed": TestbedModelConfig}[path.parent.name]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[f"{p.parent.name}/{p.name}" for p in SHIPPED])
+def test_every_shipped_config_takes_overrides(path):
+    """Each YAML under experiments/ with a dotted override resolves to itself with that one key changed."""
+    cls = shipped_config_class(path)
+    plain = load_config(cls, path).model_dump()
+    key, value = ("name", "renamed") if cls.__name__ == "TestbedModelConfig" else ("out", "runs/elsewhere")
+    section = "model" if "model" in cls.model_fields else "training"
+    inner = next(iter(plain[section]))
+    changed = load_config(cls, path, [f"{key}={value}", f"{section}.{inner}={plain[section][inner]}"])
+    assert changed.model_dump() == {**plain, key: value}
