@@ -21,7 +21,7 @@ from attncore.alignment import decode, encode_text, token_ranges_by_start
 from attncore.critical import CriticalConfig, alignment_hash, find_critical_units, unit_token_sets
 from attncore.errors import UserError
 from attncore.models import ModelConfig, load_model
-from attncore.prompts import THINK_OPEN, PromptConfig, encode_prompt
+from attncore.prompts import PromptConfig, encode_prompt
 from attncore.rollout.store import RolloutStore
 from attncore.rollout.types import Rollout
 from attncore.steps import StepSegmenterConfig, segment_response, sentence_spans
@@ -31,6 +31,7 @@ from attncore.store.inputs import load_responses, teacher_forced_response
 from attncore.store.store import AttentionStore
 from attncore.synthetic.config import SyntheticConfig
 from attncore.synthetic.dataset import generate_examples, write_examples
+from attncore.think import THINK_OPEN_LINE
 from attncore.tiny import train_tokenizer
 
 TOL = 1e-5
@@ -59,7 +60,7 @@ def make_rollout(
     tok, rollout_id: str, question: str, response: str, finish: str = "stop", correct=None
 ) -> Rollout:
     """A rollout whose ids are the tokens of `response` (+ EOS), after a fixed chat prompt."""
-    prompt = f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n{THINK_OPEN}"
+    prompt = f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n{THINK_OPEN_LINE}"
     completion = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     if finish == "length":
         completion = completion[: len(completion) // 2]
@@ -90,11 +91,11 @@ def rollout_dir(tmp_path_factory, traces, tokenizer):
     """Seven traces as rollouts, plus one cut at the length limit and one that never closes `</think>`."""
     rollouts = [
         make_rollout(
-            tokenizer, f"{t.id}#0", t.problem.text, t.trace.text[len(THINK_OPEN) :], correct=i % 2 == 0
+            tokenizer, f"{t.id}#0", t.problem.text, t.trace.text[len(THINK_OPEN_LINE) :], correct=i % 2 == 0
         )
         for i, t in enumerate(traces)
     ]
-    rollouts.append(make_rollout(tokenizer, "cut#0", "q", traces[0].trace.text[len(THINK_OPEN) :], "length"))
+    rollouts.append(make_rollout(tokenizer, "cut#0", "q", traces[0].trace.text[len(THINK_OPEN_LINE) :], "length"))
     rollouts.append(make_rollout(tokenizer, "open#0", "q", "So 2 + 3 = 5. The answer is 5."))
     path = tmp_path_factory.mktemp("rollouts")
     RolloutStore(path, {"kind": "rollouts"}).append(rollouts)
@@ -263,9 +264,9 @@ def test_teacher_forced_responses_from_a_problems_file(tiny_model_dir, traces, t
     assert [e.id for e in loaded] == [t.id for t in traces]
     for example, t in zip(loaded, traces, strict=True):
         prompt_text, prompt_ids = encode_prompt_for(t, tok, prompt)
-        assert prompt_text.endswith(THINK_OPEN) and list(example.prompt_ids) == prompt_ids
+        assert prompt_text.endswith(THINK_OPEN_LINE) and list(example.prompt_ids) == prompt_ids
         response = decode(tok, example.completion_ids)
-        assert response == t.trace.text[len(THINK_OPEN) :] + tok.eos_token
+        assert response == t.trace.text[len(THINK_OPEN_LINE) :] + tok.eos_token
         assert not example.truncated and example.correct is None
     again = teacher_forced_response(traces[0].id, traces[0].problem.text, traces[0].trace.text, tok, prompt)
     assert again == loaded[0]

@@ -18,13 +18,13 @@ from matplotlib.image import imread
 from attncore.alignment import decode
 from attncore.critical import CriticalConfig, alignment_hash, find_critical_units
 from attncore.errors import UserError
-from attncore.prompts import THINK_OPEN
 from attncore.steps import StepSegmenterConfig, segment_response, sentence_spans
 from attncore.store.config import TextFormat
 from attncore.store.store import AttentionStore, ExampleMatrices, RolloutScores, store_meta
 from attncore.store.view import write_view
 from attncore.synthetic.config import SyntheticConfig
 from attncore.synthetic.dataset import generate_examples
+from attncore.think import THINK_OPEN_LINE
 from attncore.tiny import train_tokenizer
 
 HEADS = ((0, 0), (0, 1), (1, 0), (1, 1))
@@ -44,7 +44,7 @@ def trace():
 def attnpo_store(tmp_path_factory, trace) -> tuple[AttentionStore, RolloutScores]:
     """A rollout whose step 0 scores 8x the uniform reference for every head and step 1 scores 1/8x."""
     tok = train_tokenizer()
-    ids = tok(trace.trace.text[len(THINK_OPEN) :], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    ids = tok(trace.trace.text[len(THINK_OPEN_LINE) :], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     segmented = segment_response(tok, ids)
     assert segmented.ok and len(segmented.steps) >= 4
     prompt = 40

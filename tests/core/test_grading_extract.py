@@ -1,4 +1,4 @@
-"""Answer extraction: last `\\boxed{}`, the `</think>` split and GSM8K `#### N`."""
+"""Answer extraction: last `\\boxed{}` and GSM8K `#### N`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from attncore.grading import extract_boxed, extract_gsm8k, split_thinking
+from attncore.grading import extract_boxed, extract_gsm8k
 
 # Text with every character that matters to brace matching, but no `\boxed` / `\fbox` command.
 _PLAIN = st.text(alphabet=st.sampled_from(list("ab1 +=$.{}\\\n")), max_size=40).filter(
@@ -65,35 +65,6 @@ def test_extract_boxed_recovers_any_balanced_argument(prefix: str, content: str,
 def test_extract_boxed_never_raises(text: str) -> None:
     result = extract_boxed(text + "\\boxed{" + text)
     assert result is None or isinstance(result, str)
-
-
-def test_split_thinking_without_close_tag_is_all_answer() -> None:
-    split = split_thinking("just an answer \\boxed{1}")
-    assert (split.thinking, split.answer, split.close_count, split.has_open) == (
-        "",
-        "just an answer \\boxed{1}",
-        0,
-        False,
-    )
-
-
-def test_split_thinking_cuts_at_the_last_close_tag() -> None:
-    split = split_thinking("<think>a</think>b</think>c")
-    assert (split.thinking, split.answer, split.close_count, split.has_open) == (
-        "<think>a</think>b",
-        "c",
-        2,
-        True,
-    )
-
-
-@given(st.lists(st.sampled_from(["a", " ", "<think>", "</think>", "\n", "<", ">"]), max_size=20).map("".join))
-def test_split_thinking_reassembles(text: str) -> None:
-    split = split_thinking(text)
-    assert split.close_count == text.count("</think>")
-    assert "</think>" not in split.answer
-    rebuilt = split.answer if split.close_count == 0 else f"{split.thinking}</think>{split.answer}"
-    assert rebuilt == text
 
 
 @pytest.mark.parametrize(

@@ -1,64 +1,24 @@
-"""Thinking vs answer tokens of graded rollouts, counted on the generated ids."""
+"""Grade columns of a rollout store: correctness and thinking / answer token counts."""
 
 from __future__ import annotations
 
 import pytest
 
-from attncore.alignment import decode, single_token_id
-from attncore.models import load_tokenizer, resolve_model_source
-from attncore.rollout.grade import GRADE_VERSION, GradingConfig, grade_store, thinking_token_count
+from attncore.alignment import single_token_id
+from attncore.rollout.grade import GRADE_VERSION, GradingConfig, grade_store
 from attncore.rollout.store import RolloutStore
 from attncore.rollout.types import Rollout
 from attncore.tiny import train_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tiny_tok():
-    """`</think>` is one added token here, as in R1 tokenizers."""
-    return train_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def smol_tok():
-    """SmolLM2 has no `</think>` token: it spells it `</`, `think`, `>`."""
-    return load_tokenizer(resolve_model_source("smollm2-135m-instruct")[0])
-
-
-def never_called():
-    raise AssertionError("a completion without `</think>` must not need the tokenizer")
 
 
 def encode(tok, text: str) -> list[int]:
     return tok(text, add_special_tokens=False)["input_ids"]
 
 
-def test_close_found_by_its_token_id(tiny_tok):
-    ids = [*encode(tiny_tok, "Let me think</think>So 19"), tiny_tok.eos_token_id]
-    close = single_token_id(tiny_tok, "</think>")
-    assert ids.index(close) == 5
-    text = tiny_tok.decode(ids, skip_special_tokens=True)
-    assert thinking_token_count(ids, text, True, lambda: tiny_tok) == 6, "thinking includes `</think>`"
-    # several closes: the last one ends the thinking (the graders cut there too)
-    twice = encode(tiny_tok, "a</think>b</think>So 19")
-    assert (
-        thinking_token_count(twice, decode(tiny_tok, twice), True, lambda: tiny_tok)
-        == twice.index(close, twice.index(close) + 1) + 1
-    )
-
-
-def test_close_spelled_in_pieces(smol_tok):
-    assert single_token_id(smol_tok, "</think>") is None
-    ids = encode(smol_tok, "Let me think</think>So 19")
-    n = thinking_token_count(ids, decode(smol_tok, ids), True, lambda: smol_tok)
-    assert n == 6
-    assert decode(smol_tok, ids[:n]) == "Let me think</think>" and decode(smol_tok, ids[n:]) == "So 19"
-
-
-def test_without_close_the_prompt_decides():
-    ids = list(range(7))
-    assert thinking_token_count(ids, "still thinking", True, never_called) == 7, "thinking never closed"
-    assert thinking_token_count(ids, "<think>still thinking", False, never_called) == 7, "opened itself"
-    assert thinking_token_count(ids, "#### 5", False, never_called) == 0, "a model that does not think"
+@pytest.fixture(scope="module")
+def tiny_tok():
+    """`</think>` is one added token here, as in R1 tokenizers."""
+    return train_tokenizer()
 
 
 def rollout(pid: str, prompt: str, ids: list[int], text: str, gold: str, finish: str = "stop") -> Rollout:

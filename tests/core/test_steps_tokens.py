@@ -23,13 +23,13 @@ from attncore.steps import (
     CONFUSED,
     PROGRESSION,
     SUMMARY,
-    THINK_END,
     StepKind,
     StepSegmenterConfig,
     segment_response,
     segment_thinking,
     sentence_spans,
 )
+from attncore.think import THINK_CLOSE
 from attncore.tiny import train_tokenizer
 
 from .test_steps import RELEASE_SAMPLE
@@ -61,7 +61,7 @@ def fallback_tokenizer(pieces: list[str], think_token: bool = True):
     )
     tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", bos_token="<s>")
     if think_token:
-        tok.add_tokens([THINK_END])
+        tok.add_tokens([THINK_CLOSE])
     return tok
 
 
@@ -204,10 +204,10 @@ def check_response(tok, ids: list[int], result, config=None) -> None:
     ends = reference_ends(tok, ids)
     text = decode(tok, ids)
     t_end, t_after = result.think_end
-    c_end = text.index(THINK_END)
-    assert THINK_END in decode(tok, ids[t_end:t_after])  # the fewest tokens that hold `</think>`
-    assert THINK_END not in decode(tok, ids[t_end + 1 : t_after])
-    assert THINK_END not in decode(tok, ids[t_end : t_after - 1])
+    c_end = text.index(THINK_CLOSE)
+    assert THINK_CLOSE in decode(tok, ids[t_end:t_after])  # the fewest tokens that hold `</think>`
+    assert THINK_CLOSE not in decode(tok, ids[t_end + 1 : t_after])
+    assert THINK_CLOSE not in decode(tok, ids[t_end : t_after - 1])
     steps = result.steps
     assert steps[0].tokens[0] == 0 and steps[-1].tokens[1] == t_end  # every thinking token, once
     assert all(a.tokens[1] == b.tokens[0] for a, b in pairwise(steps))
@@ -228,11 +228,11 @@ def check_response(tok, ids: list[int], result, config=None) -> None:
 
 def test_release_sample_on_tiny_tokenizer(tiny_tok):
     answer = "\n\nShe needs \\boxed{20} cups."
-    ids = tiny_tok(RELEASE_SAMPLE + THINK_END + answer, add_special_tokens=False)["input_ids"]
+    ids = tiny_tok(RELEASE_SAMPLE + THINK_CLOSE + answer, add_special_tokens=False)["input_ids"]
     ids.append(tiny_tok.eos_token_id)
     result = segment_response(tiny_tok, ids)
     check_response(tiny_tok, ids, result)
-    think_id = single_token_id(tiny_tok, THINK_END)
+    think_id = single_token_id(tiny_tok, THINK_CLOSE)
     assert ids[result.think_end[0]] == think_id and result.think_end[1] == result.think_end[0] + 1
     assert [s.chars[1] - s.chars[0] for s in result.steps] == [219, 539, 369, 396, 258, 90]
     assert decode(tiny_tok, ids[result.think_end[1] :]) == answer + tiny_tok.eos_token
@@ -247,21 +247,21 @@ def test_untouched_responses(tiny_tok):
     long_thought = "Okay, let me add the 12 apples and the 7 pears to get the total number of fruits.\n"
     assert len(long_thought) >= 80
     two_steps = long_thought + "Wait, let me double-check that sum once more to be completely sure of it.\n"
-    assert seg(two_steps + THINK_END + " 19").ok
-    assert seg(two_steps + THINK_END + " 19", truncated=True).reason == "truncated"
+    assert seg(two_steps + THINK_CLOSE + " 19").ok
+    assert seg(two_steps + THINK_CLOSE + " 19", truncated=True).reason == "truncated"
     assert seg(two_steps + " 19").reason == "no_think_end"
-    assert seg(THINK_END + " 19").reason == "empty_thinking"
-    assert seg(long_thought + THINK_END + " 19").reason == "single_step"
-    several = seg(two_steps + THINK_END + " 19" + THINK_END)
+    assert seg(THINK_CLOSE + " 19").reason == "empty_thinking"
+    assert seg(long_thought + THINK_CLOSE + " 19").reason == "single_step"
+    several = seg(two_steps + THINK_CLOSE + " 19" + THINK_CLOSE)
     assert several.reason == "several_think_ends" and not several.ok
-    relaxed = seg(two_steps + THINK_END + " 19" + THINK_END, single_think_end=False)
+    relaxed = seg(two_steps + THINK_CLOSE + " 19" + THINK_CLOSE, single_think_end=False)
     assert relaxed.ok and len(relaxed.steps) == 2
     # `</think>` spelled with ordinary tokens is not the `</think>` token of this tokenizer.
     spelled = []
     for piece in ("</", "think", ">"):
         spelled += tiny_tok(piece, add_special_tokens=False)["input_ids"]
     ids = tiny_tok(two_steps, add_special_tokens=False)["input_ids"] + spelled
-    assert decode(tiny_tok, ids).endswith(THINK_END)
+    assert decode(tiny_tok, ids).endswith(THINK_CLOSE)
     assert segment_response(tiny_tok, ids).reason == "think_end_spelled_out"
     with pytest.raises(ValueError, match="no final-answer span"):
         seg(two_steps).answer_span()
@@ -269,7 +269,7 @@ def test_untouched_responses(tiny_tok):
 
 def test_segment_that_owns_no_token_joins_the_next(fallback_tok):
     config = StepSegmenterConfig(min_chars=1)  # no merging: every phrase opens a step
-    ids = piece_ids(fallback_tok, "Okay", "▁then.", "<0x0A>", "No,Wait", "▁the", THINK_END, "a")
+    ids = piece_ids(fallback_tok, "Okay", "▁then.", "<0x0A>", "No,Wait", "▁the", THINK_CLOSE, "a")
     assert decode(fallback_tok, ids) == "Okay then.\nNo,Wait the</think>a"
     assert [(s.start, s.trigger) for s in segment_thinking("Okay then.\nNo,Wait the", config)] == [
         (0, None),
@@ -286,7 +286,7 @@ def test_segment_that_owns_no_token_joins_the_next(fallback_tok):
 
 def test_last_segment_inside_the_think_end_token_joins_the_previous():
     tok = fallback_tokenizer(FALLBACK_PIECES, think_token=False)
-    assert single_token_id(tok, THINK_END) is None
+    assert single_token_id(tok, THINK_CLOSE) is None
     config = StepSegmenterConfig(min_chars=1)
     ids = piece_ids(tok, "Okay", "▁then.", "<0x0A>", "No,Wait", "▁the", "<0x0A>", "Wait</", "think>", "a")
     text = decode(tok, ids)
@@ -318,10 +318,10 @@ def split_encode(tok, text: str, cuts: list[int]) -> list[int]:
 
 
 def response_ids(tok, thinking: str, cuts: list[int]) -> list[int]:
-    thinking = thinking.replace(THINK_END, "")
+    thinking = thinking.replace(THINK_CLOSE, "")
     ids = split_encode(tok, thinking, cuts)
-    think = single_token_id(tok, THINK_END)
-    ids += [think] if think is not None else tok(THINK_END, add_special_tokens=False)["input_ids"]
+    think = single_token_id(tok, THINK_CLOSE)
+    ids += [think] if think is not None else tok(THINK_CLOSE, add_special_tokens=False)["input_ids"]
     return ids + tok(" so 19.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
 
 
@@ -386,15 +386,15 @@ def test_encode_text_requires_a_round_trip():
 @pytest.mark.slow
 def test_smollm2_char_ends_and_steps(smollm2):
     tok = smollm2.tokenizer
-    assert single_token_id(tok, THINK_END) is None  # located by characters here
+    assert single_token_id(tok, THINK_CLOSE) is None  # located by characters here
     for text in ["aé😀b 中文 ™ Ω", "Wait 😀😀 \u200d🙂 1,000.5", RELEASE_SAMPLE[:300] + "🙂\n\n"]:
         ids = tok(text, add_special_tokens=False)["input_ids"]
         assert token_char_ends(tok, ids) == reference_ends(tok, ids)
-    ids = tok(RELEASE_SAMPLE + THINK_END + "\n\n20", add_special_tokens=False)["input_ids"]
+    ids = tok(RELEASE_SAMPLE + THINK_CLOSE + "\n\n20", add_special_tokens=False)["input_ids"]
     result = segment_response(tok, ids)
     check_response(tok, ids, result)
     assert result.think_end[1] - result.think_end[0] > 1  # `</think>` spans several tokens
-    assert decode(tok, ids[result.think_end[0] : result.think_end[1]]).strip() == THINK_END
+    assert decode(tok, ids[result.think_end[0] : result.think_end[1]]).strip() == THINK_CLOSE
     assert [s.chars[1] - s.chars[0] for s in result.steps] == [219, 539, 369, 396, 258, 90]
 
 

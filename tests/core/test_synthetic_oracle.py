@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from attncore.grading import extract_boxed
 from attncore.synthetic.arithmetic import numbers_in, parse_equations
 from attncore.synthetic.config import SyntheticConfig
 from attncore.synthetic.dataset import generate_examples
@@ -104,7 +105,7 @@ def test_split_trace():
         "A\n\nB",
         "\n\nAnswer \\boxed{3}",
     )
-    assert split_trace("A</think>B</think>C") == ("A", "B</think>C")  # thinking ends at the first tag
+    assert split_trace("A</think>B</think>C") == ("A</think>B", "C")  # as graded: cut at the last tag
     assert split_trace("<think>\nno end") == ("no end", None)
 
 
@@ -142,6 +143,14 @@ def test_non_numeric_boxed_answer_falls_back_to_gold():
     no_gold = label_trace(trace, PROBLEM, None, one_per_paragraph)
     assert no_gold.labels == [R, R]
     assert "no final answer" in no_gold.issues
+
+
+def test_final_answer_is_read_as_the_grader_reads_it():
+    """The last box counts, nested braces included; an earlier simple box does not stand in for it."""
+    trace = "<think>\nFirst, 24 + 12 = 36.\n\nNow 36 ÷ 4 = 9.\n</think>\n\n\\boxed{9}, or \\boxed{\\frac{9}{1}}"
+    labelling = label_trace(trace, PROBLEM, "9", one_per_paragraph)
+    assert labelling.issues == ("boxed answer '\\\\frac{9}{1}' is not a number",)
+    assert extract_boxed(trace) == "\\frac{9}{1}"
 
 
 def test_redundancy_ratio_counts_characters_or_tokens():

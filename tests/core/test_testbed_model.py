@@ -10,10 +10,9 @@ import torch
 from attncore.config import load_config
 from attncore.errors import UserError
 from attncore.models import load_model
-from attncore.rollout.types import Rollout
 from attncore.synthetic.config import SyntheticConfig
 from attncore.synthetic.dataset import generate_examples
-from attncore.synthetic.evaluation import is_well_formed, thinking_token_count
+from attncore.synthetic.evaluation import is_well_formed
 from attncore.synthetic.testbed_model import (
     TESTBED_PROBLEMS,
     ScratchModelConfig,
@@ -79,18 +78,12 @@ def test_missing_checkpoint_names_the_build_command(monkeypatch, tmp_path):
         load_model("testbed-mini")
 
 
-def rollout(ids: list[int], text: str) -> Rollout:
-    return Rollout("p#0", "p", 0, "s", "q", "1", "", [], ids, text, "stop", "m", 0, 0.0, 1.0, 0, 8)
-
-
-def test_form_and_thinking_length():
+def test_well_formed_needs_the_attnpo_form_and_a_box():
     assert is_well_formed("a = 1\n</think>\n\nSo \\boxed{1}")
     assert not is_well_formed("a = 1\n</think>\n</think>\\boxed{1}")
     assert not is_well_formed("a = 1 \\boxed{1}")
     assert not is_well_formed("x\n</think>\nno box")
     assert not is_well_formed("<think> again\n</think>\\boxed{2}")
-    assert thinking_token_count(rollout([5, 6, 7, 99, 8], ""), think_end_id=99) == 3
-    assert thinking_token_count(rollout([5, 6, 7], ""), think_end_id=99) == 3
 
 
 def test_scratch_recipe_saves_a_loadable_checkpoint(tmp_path, monkeypatch):

@@ -108,7 +108,6 @@ def first_token_from(ends: Sequence[int], c: int) -> int:
     return 0 if c <= 0 else bisect_left(ends, c) + 1
 
 
-
 def single_token_id(tokenizer, text: str) -> int | None:
     """The id of `text` when the tokenizer has it as one added token, else None."""
     token_id = tokenizer.get_added_vocab().get(text)

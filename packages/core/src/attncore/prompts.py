@@ -18,13 +18,13 @@ from typing import Literal
 
 from attncore.config import Config
 from attncore.data import Problem
+from attncore.think import THINK_OPEN, THINK_OPEN_LINE
 
 R1_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 PLAIN_INSTRUCTION = (
     "Solve the math word problem. Reason step by step, then write the final answer "
     "as a number on its own line in the form '#### <number>'."
 )
-THINK_OPEN = "<think>\n"
 
 
 class Example(Config):
@@ -95,8 +95,8 @@ def render_prompt(problem: Problem, tokenizer, cfg: PromptConfig) -> str:
         text = f"{head}{shots}Question: {problem.problem}\nAnswer:" + (
             " " if cfg.template == "plain" else "\n"
         )
-    if cfg.template == "r1" and cfg.open_think and not text.rstrip().endswith("<think>"):
-        text += THINK_OPEN
+    if cfg.template == "r1" and cfg.open_think and not text.rstrip().endswith(THINK_OPEN):
+        text += THINK_OPEN_LINE
     return text
 
 

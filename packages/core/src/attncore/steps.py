@@ -26,8 +26,7 @@ from pydantic import Field
 from attncore.alignment import decode, single_token_id, token_at_char, token_char_ends
 from attncore.config import Config
 from attncore.errors import UserError
-
-THINK_END = "</think>"
+from attncore.think import THINK_CLOSE
 
 # --- AttnPO phrase classes (attnpo-spec §3.1) ------------------------------------------------------
 
@@ -277,7 +276,7 @@ def segment_thinking(text: str, config: StepSegmenterConfig | None = None) -> li
     An empty thinking part gives no steps. Position 0 always opens a segment.
     """
     config = config or StepSegmenterConfig()
-    thinking = text.split(THINK_END, 1)[0]
+    thinking = text.split(THINK_CLOSE, 1)[0]
     if not thinking:
         return []
     triggers = find_triggers(thinking, config)
@@ -384,13 +383,13 @@ def segment_response(
         return untouched("truncated")
     ends = token_char_ends(tokenizer, ids)
     text = decode(tokenizer, ids)
-    count = text.count(THINK_END)
+    count = text.count(THINK_CLOSE)
     if count == 0:
         return untouched("no_think_end")
-    think_id = single_token_id(tokenizer, THINK_END)
+    think_id = single_token_id(tokenizer, THINK_CLOSE)
     if think_id is None:
-        c_end = text.index(THINK_END)
-        think_end = (token_at_char(ends, c_end), token_at_char(ends, c_end + len(THINK_END) - 1) + 1)
+        c_end = text.index(THINK_CLOSE)
+        think_end = (token_at_char(ends, c_end), token_at_char(ends, c_end + len(THINK_CLOSE) - 1) + 1)
     elif think_id not in ids:
         return untouched("think_end_spelled_out")
     else:
@@ -399,7 +398,7 @@ def segment_response(
         c_end = ends[t - 1] if t > 0 else 0
     if count > 1 and single_think_end:
         return untouched("several_think_ends", think_end=think_end)
-    if text.index(THINK_END) != c_end:  # ordinary tokens spell `</think>` before the real one
+    if text.index(THINK_CLOSE) != c_end:  # ordinary tokens spell `</think>` before the real one
         return untouched("think_end_spelled_out", think_end=think_end)
     segments = segment_thinking(text[:c_end], config)
     steps = _steps_on_tokens(segments, ends, think_end[0])

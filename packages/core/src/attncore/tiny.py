@@ -13,10 +13,11 @@ from typing import Literal
 
 import torch
 
+from attncore.think import THINK_TAGS
+
 Arch = Literal["llama", "qwen2", "qwen3", "gemma3"]
 
 SPECIAL_TOKENS = ["<|pad|>", "<|bos|>", "<|im_start|>", "<|im_end|>"]
-THINK_TOKENS = ["<think>", "</think>"]
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -64,7 +65,7 @@ def train_tokenizer(vocab_size: int = 384, corpus: Iterable[str] | None = None, 
         pad_token="<|pad|>",
         additional_special_tokens=["<|im_start|>"],
     )
-    tok.add_tokens(THINK_TOKENS)  # added but not special: decoding keeps them, as in R1 tokenizers
+    tok.add_tokens(list(THINK_TAGS))  # added but not special: decoding keeps them, as in R1 tokenizers
     tok.chat_template = CHAT_TEMPLATE
     return tok
 

@@ -5,10 +5,11 @@ normalisation helpers are pure functions. `attncore.grading.rules.grade_response
 the calling process without a timeout (it loads math-verify and sympy, which this package does not).
 """
 
-from attncore.grading.extract import ThinkingSplit, extract_boxed, extract_gsm8k, split_thinking
+from attncore.grading.extract import extract_boxed, extract_gsm8k
 from attncore.grading.normalize import normalize_answer, parse_number
 from attncore.grading.pool import Grader, grade_answers
 from attncore.grading.result import GradeResult, GradingMode, Reason
+from attncore.think import ThinkingSplit, split_thinking
 
 __all__ = [
     "GradeResult",

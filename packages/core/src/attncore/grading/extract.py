@@ -1,5 +1,5 @@
-"""Pulling the final answer out of a model response: `\\boxed{}`, the `</think>` split, GSM8K `#### N`,
-multiple-choice letters.
+"""Pulling the final answer out of a model response: `\\boxed{}`, GSM8K `#### N`, multiple-choice
+letters (the `</think>` split is `attncore.think.split_thinking`).
 
 Every function here is linear in the input length and returns None instead of raising on malformed
 text (a truncated generation with unbalanced braces is an ordinary input, not an error).
@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from dataclasses import dataclass
-
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
 
 # `\boxed` or `\fbox`, but not a longer macro name such as `\boxedanswer`.
 _BOX_COMMAND = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
@@ -63,30 +59,6 @@ def extract_boxed(text: str) -> str | None:
         return None
     token = bare.group(1).rstrip(".,;")
     return token or None
-
-
-@dataclass(frozen=True)
-class ThinkingSplit:
-    """A response cut at its last `</think>`.
-
-    `thinking` is everything before the last `</think>` ("" when there is none) and `answer` everything
-    after it (the whole response when there is none). `close_count` and `has_open` let a strict rule
-    demand exactly one `</think>` and no `<think>` (the template puts `<think>` in the prompt).
-    """
-
-    thinking: str
-    answer: str
-    close_count: int
-    has_open: bool
-
-
-def split_thinking(text: str) -> ThinkingSplit:
-    """Split a response into thinking and answer at the last `</think>`."""
-    cut = text.rfind(THINK_CLOSE)
-    has_open = THINK_OPEN in text
-    if cut < 0:
-        return ThinkingSplit("", text, 0, has_open)
-    return ThinkingSplit(text[:cut], text[cut + len(THINK_CLOSE) :], text.count(THINK_CLOSE), has_open)
 
 
 def extract_gsm8k(text: str) -> str | None:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from attncore.grading.code import extract_code, passes_tests
 from attncore.grading.equivalence import answers_equivalent, extract_final_answer
-from attncore.grading.extract import extract_boxed, extract_choice, extract_gsm8k, split_thinking
+from attncore.grading.extract import extract_boxed, extract_choice, extract_gsm8k
 from attncore.grading.normalize import choice_gold, numeric_gold, parse_number
 from attncore.grading.result import GradeResult, GradingMode, Reason, as_mode
+from attncore.think import split_thinking
 
 _WARM_UP = (
     ("</think>So the answer is $\\boxed{\\dfrac{14}{3}}$.", "14/3", GradingMode.ATTNPO),
@@ -47,7 +48,7 @@ def grade_response(response: str, gold: str, mode: GradingMode | str = GradingMo
             return GradeResult(False, None, Reason.NO_ANSWER)
         return GradeResult(pred == expected_letter, pred, Reason.OK)
     if mode is GradingMode.ATTNPO:
-        if split.has_open or split.close_count != 1:
+        if not split.attnpo_form:
             return GradeResult(False, None, Reason.MALFORMED_THINK)
         pred = extract_boxed(split.answer)
     else:

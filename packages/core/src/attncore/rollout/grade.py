@@ -4,36 +4,27 @@ Shards are rewritten one at a time (atomically, see `attncore.shards`) and their
 records the grading mode and `GRADE_VERSION`, so an interrupted grading run resumes with the shards
 not yet graded, and shards graded by an older version gain the columns added since.
 
-Thinking and answer tokens are counted on the generated ids, never on a re-tokenization:
-
-- with a `</think>` in the completion, thinking is every token up to and including the last
-  `</think>` (the cut the graders use), and answer is every token after it (`</think>` must survive
-  decoding, as it does in R1 and Qwen3 tokenizers, where it is not a special token);
-- without one, the completion is all thinking when thinking was opened (the prompt ends with
-  `<think>`, as R1 templates do, or the completion opened it) and never closed, whether it ran into
-  the length limit or stopped early; otherwise (a model that does not think, e.g. the plain template)
-  it is all answer.
-
-So `n_thinking_tokens + n_answer_tokens == n_completion_tokens` for every rollout.
+Thinking and answer tokens are counted on the generated ids, never on a re-tokenization, by the one
+rule of `attncore.think.thinking_token_count` (thinking ends with the last `</think>`), so
+`n_thinking_tokens + n_answer_tokens == n_completion_tokens` for every rollout.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm.auto import tqdm
 
-from attncore.alignment import decode, single_token_id, token_at_char, token_char_ends
 from attncore.config import Config
 from attncore.errors import UserError
 from attncore.grading import Grader, GradingMode
-from attncore.grading.extract import THINK_CLOSE, THINK_OPEN
 from attncore.models import load_tokenizer, resolve_model_source
 from attncore.rollout.store import RolloutStore
+from attncore.think import prompt_opens_thinking, thinking_token_count
 
 GRADE_COLUMNS = (
     "correct",
@@ -59,34 +50,6 @@ def resolve_grading_mode(mode: str, template: str) -> GradingMode:
     if mode == "auto":
         return GradingMode.GSM8K if template == "plain" else GradingMode.MATH
     return GradingMode(mode)
-
-
-def thinking_token_count(
-    completion_ids: Sequence[int], text: str, thinking_opened: bool, tokenizer: Callable[[], Any]
-) -> int:
-    """How many leading tokens of a completion are thinking (see the module docstring for the rule).
-
-    `text` is the decoded completion and `tokenizer` a function returning the generating tokenizer, only
-    called when the text holds a `</think>` (texts without one are counted without a tokenizer).
-    """
-    if THINK_CLOSE not in text:
-        return len(completion_ids) if thinking_opened or THINK_OPEN in text else 0
-    tok = tokenizer()
-    ids = [int(i) for i in completion_ids]
-    close_id = single_token_id(tok, THINK_CLOSE)
-    if close_id is not None and close_id in ids:
-        return len(ids) - ids[::-1].index(close_id)
-    decoded = decode(tok, ids)
-    at = decoded.rfind(THINK_CLOSE)
-    if at < 0:
-        raise ValueError("`</think>` is in the stored text but not in the decoded completion ids")
-    # the token holding the last character of `</think>` closes the thinking
-    return token_at_char(token_char_ends(tok, ids), at + len(THINK_CLOSE) - 1) + 1
-
-
-def prompt_opens_thinking(prompt: str) -> bool:
-    """True when the prompt leaves the model inside a thinking block (R1 templates end with `<think>`)."""
-    return prompt.rstrip().endswith(THINK_OPEN)
 
 
 def with_grades(table: pa.Table, grader: Grader, mode: GradingMode, tokenizer: Callable[[], Any]) -> pa.Table:

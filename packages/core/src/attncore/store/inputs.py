@@ -15,11 +15,12 @@ from typing import Any
 
 from attncore.data import Problem
 from attncore.errors import UserError
-from attncore.prompts import THINK_OPEN, PromptConfig, encode_prompt
+from attncore.prompts import PromptConfig, encode_prompt
 from attncore.rollout.types import Rollout
 from attncore.shards import ShardedTable
 from attncore.store.config import InputConfig
 from attncore.synthetic.dataset import read_rows
+from attncore.think import THINK_OPEN_LINE
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,8 @@ def teacher_forced_response(
     prompt_text, prompt_ids = encode_prompt(
         Problem(example_id, question, "", "teacher-forced"), tokenizer, prompt
     )
-    if prompt_text.endswith(THINK_OPEN) and rationale.startswith(THINK_OPEN):
-        rationale = rationale[len(THINK_OPEN) :]
+    if prompt_text.endswith(THINK_OPEN_LINE) and rationale.startswith(THINK_OPEN_LINE):
+        rationale = rationale[len(THINK_OPEN_LINE) :]
     completion = list(tokenizer(rationale, add_special_tokens=False)["input_ids"])
     if tokenizer.eos_token_id is not None:
         completion.append(tokenizer.eos_token_id)

@@ -1,7 +1,7 @@
 """Evaluate a model on held-out synthetic problems: accuracy, form, thinking length, redundancy.
 
 Rollouts are graded with AttnPO's rule (exactly one `</think>`, the last `\\boxed{}` after it),
-and the oracle labels the steps of each generated trace, so the redundancy ratio (share of thinking
+thinking tokens are counted by `attncore.think.thinking_token_count`, and the oracle labels the steps of each generated trace, so the redundancy ratio (share of thinking
 tokens in redundant steps) is measured on what the model actually wrote.
 """
 
@@ -14,13 +14,13 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from attncore.data import write_jsonl
-from attncore.grading import Grader, GradingMode, extract_boxed, split_thinking
+from attncore.grading import Grader, GradingMode, extract_boxed
 from attncore.models import LoadedModel
 from attncore.rollout.hf import HFEngine
-from attncore.rollout.types import Rollout
 from attncore.synthetic.dataset import generate_examples
 from attncore.synthetic.oracle import Label, label_trace
 from attncore.synthetic.testbed_model import TESTBED_PROMPT, EvaluationConfig
+from attncore.think import prompt_opens_thinking, split_thinking, thinking_token_count
 
 
 @dataclass(frozen=True)
@@ -61,15 +61,7 @@ class TestbedEvaluation:
 def is_well_formed(text: str) -> bool:
     """Exactly one `</think>`, no second `<think>`, and a boxed answer after the thinking."""
     split = split_thinking(text)
-    return split.close_count == 1 and not split.has_open and extract_boxed(split.answer or "") is not None
-
-
-def thinking_token_count(rollout: Rollout, think_end_id: int | None) -> int:
-    """Tokens before `</think>` (all of them when it is missing)."""
-    ids = rollout.completion_ids
-    if think_end_id is not None and think_end_id in ids:
-        return ids.index(think_end_id)
-    return len(ids)
+    return split.attnpo_form and extract_boxed(split.answer) is not None
 
 
 def evaluate_testbed(
@@ -90,8 +82,6 @@ def evaluate_testbed(
         grades = grader.grade([r.text for r in rollouts], [r.gold for r in rollouts])
 
     tok = loaded.tokenizer
-    think_end = tok.convert_tokens_to_ids("</think>")
-    think_end = think_end if isinstance(think_end, int) and think_end != tok.unk_token_id else None
     redundant_tokens = thinking_tokens = 0
     difficulty = {example.id: example.problem.difficulty for example in examples}
     records = []
@@ -115,7 +105,9 @@ def evaluate_testbed(
                 "well_formed": is_well_formed(rollout.text),
                 "finish_reason": rollout.finish_reason,
                 "completion_tokens": rollout.n_completion_tokens,
-                "thinking_tokens": thinking_token_count(rollout, think_end),
+                "thinking_tokens": thinking_token_count(
+                    rollout.completion_ids, rollout.text, prompt_opens_thinking(rollout.prompt), lambda: tok
+                ),
                 "redundant_step_tokens": redundant,
                 "step_labels": [str(step.label) for step in labelling.steps],
                 "wrong_arithmetic_steps": sum(step.wrong_arithmetic for step in labelling.steps),

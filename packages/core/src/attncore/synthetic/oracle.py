@@ -15,18 +15,16 @@ trace's reasoning, right or wrong), else the gold answer.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from fractions import Fraction
 from typing import Literal, Protocol
 
+from attncore.grading.extract import extract_boxed
 from attncore.steps import StepSegmenterConfig, segment_thinking
 from attncore.synthetic.arithmetic import Equation, numbers_in, parse_equations, parse_number, stray_equals
-from attncore.synthetic.traces import THINK_CLOSE, THINK_OPEN
-
-_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
+from attncore.think import THINK_CLOSE, THINK_OPEN, split_thinking
 
 
 class Label(StrEnum):
@@ -118,21 +116,17 @@ def label_steps(
 
 
 def split_trace(text: str) -> tuple[str, str | None]:
-    """(thinking, answer): thinking ends at the first `</think>`; answer is None when there is none.
+    """(thinking, answer) split as `attncore.think.split_thinking` does; answer is None without `</think>`.
 
     A leading `<think>` is dropped, so traces with the tag in the prompt or in the response read alike.
     """
-    body = text.lstrip()
-    if body.startswith(THINK_OPEN.strip()):
-        body = body[len(THINK_OPEN.strip()) :].lstrip("\n")
-    thinking, close, answer = body.partition(THINK_CLOSE)
-    return thinking.rstrip("\n"), answer if close else None
-
-
-def boxed_answer(text: str) -> str | None:
-    """The content of the last `\\boxed{...}` in `text`, or None."""
-    found = _BOXED.findall(text)
-    return found[-1].strip() if found else None
+    split = split_thinking(text)
+    if not split.close_count:
+        split = replace(split, thinking=split.answer)
+    thinking = split.thinking.lstrip()
+    if thinking.startswith(THINK_OPEN):
+        thinking = thinking[len(THINK_OPEN) :].lstrip("\n")
+    return thinking.rstrip("\n"), split.answer if split.close_count else None
 
 
 def attnpo_steps(thinking: str, mode: Literal["clean", "faithful"] = "clean") -> list[str]:
@@ -155,7 +149,8 @@ def label_trace(
     issues = []
     if answer is None:
         issues.append(f"missing {THINK_CLOSE}")
-    boxed = boxed_answer(answer or "")
+    boxed = extract_boxed(answer or "")
+    boxed = None if boxed is None else boxed.strip()
     final = _fraction(boxed) if boxed is not None else None
     if boxed is None:
         issues.append("no \\boxed{} answer")

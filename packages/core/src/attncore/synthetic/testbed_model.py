@@ -30,14 +30,14 @@ from attncore.prompts import PromptConfig, encode_prompt
 from attncore.rollout.types import SamplingConfig
 from attncore.synthetic.config import ProblemConfig, SyntheticConfig, TraceConfig
 from attncore.synthetic.dataset import SyntheticExample, generate_examples
+from attncore.think import THINK_OPEN_LINE, THINK_TAGS
 from attncore.tracking import TrackingConfig
 
 DEFAULT_NAME = "testbed-mini"
-THINK_TOKENS = ("<think>", "</think>")
 # ChatML without SmolLM2's default system prompt; the generation prompt opens the thinking.
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n" + THINK_OPEN_LINE + "{% endif %}"
 )
 # The prompt the model is trained and evaluated with: the raw question, as in AttnPO's training.
 TESTBED_PROMPT = PromptConfig(template="r1", instruction="", examples=[])
@@ -168,7 +168,7 @@ def config_hash(cfg: TestbedModelConfig) -> str:
 
 def prepare_tokenizer(tokenizer):
     """Add the think tokens as single (non-special) tokens and install the testbed chat template."""
-    tokenizer.add_tokens(list(THINK_TOKENS))
+    tokenizer.add_tokens(list(THINK_TAGS))
     tokenizer.chat_template = CHAT_TEMPLATE
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -219,9 +219,7 @@ def base_model_and_tokenizer(cfg: TestbedModelConfig, examples: list[SyntheticEx
 
 def completion_text(example: SyntheticExample) -> str:
     """What the model learns to write after the prompt's `<think>\\n`: the trace from its thinking on."""
-    text = example.trace.text
-    opening = THINK_TOKENS[0] + "\n"
-    return text[len(opening) :] if text.startswith(opening) else text
+    return example.trace.text.removeprefix(THINK_OPEN_LINE)
 
 
 def tokenize_examples(examples: list[SyntheticExample], tokenizer, max_length: int) -> list[dict]:

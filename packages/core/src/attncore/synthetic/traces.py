@@ -41,9 +41,8 @@ from attncore.synthetic.templates import (
     Group,
     StepRole,
 )
+from attncore.think import THINK_CLOSE, THINK_OPEN_LINE
 
-THINK_OPEN = "<think>\n"
-THINK_CLOSE = "</think>"
 STEP_SEPARATOR = "\n\n"
 SLIP_OFFSETS = (1, 2, 3, 10)  # how far a slipped result lands from the true one, either way
 LATEST_SHARE = 0.6  # re-verifications and self-checks look at the latest result this often
@@ -77,7 +76,7 @@ class Trace:
 
     @property
     def text(self) -> str:
-        return f"{THINK_OPEN}{self.thinking}\n{THINK_CLOSE}\n\n{self.answer}"
+        return f"{THINK_OPEN_LINE}{self.thinking}\n{THINK_CLOSE}\n\n{self.answer}"
 
 
 def redundant_count(rng: random.Random, essential: int, share: float) -> int:
