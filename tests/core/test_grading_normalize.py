@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from attncore.errors import UserError
 from attncore.grading import normalize_answer, parse_number
-from attncore.grading.normalize import numeric_gold
+from attncore.grading.normalize import mark_control_characters, numeric_gold
+from attncore.grading.rules import grade_response
 
 
 @pytest.mark.parametrize(
@@ -102,3 +103,34 @@ def test_numeric_gold_accepts_commas_and_rejects_latex() -> None:
     assert numeric_gold("$1,234") == Fraction(1234)
     with pytest.raises(UserError, match="numeric gold"):
         numeric_gold("\\frac{1}{2}")
+
+
+@pytest.mark.parametrize("control", ["\x00", "\x07", "\x0c", "\x1f", "\x7f", "\x85", "\u200b", "\ufeff"])
+@pytest.mark.parametrize(
+    ("response", "clean", "mode"),
+    [
+        ("So the answer is \\boxed{4@2}.", "So the answer is \\boxed{@42@}.", "math"),
+        ("</think>So the answer is \\boxed{4@2}.", "</think>So the answer is \\boxed{@42@}.", "attnpo"),
+        ("The answer is 4@2.", "@The answer is 42.@", "math"),
+        ("5 + 37 = 42\n#### 4@2", "5 + 37 = 42\n#### @42@", "gsm8k"),
+    ],
+)
+def test_a_control_character_inside_an_answer_never_makes_it_right(response, clean, mode, control) -> None:
+    """`4<NUL>2` is neither 42 nor 4 nor 2 (control characters used to be deleted, and math-verify reads
+    free text around one as 4); at the ends of an answer they are dropped."""
+    answer = response.replace("@", control)
+    for gold in ("42", "4", "2"):
+        assert not grade_response(answer, gold, mode).correct, (answer, gold)
+    assert grade_response(clean.replace("@", control), "42", mode).correct
+
+
+def test_the_control_class_is_unicode_control_and_format_characters() -> None:
+    """Every character the grader treats as a control character is one (Cc or Cf), and every Cc is."""
+    import sys
+    import unicodedata
+
+    marked = [c for c in map(chr, range(sys.maxunicode + 1)) if mark_control_characters(f"a{c}b") != f"a{c}b"]
+    assert {unicodedata.category(c) for c in marked} == {"Cc", "Cf"}
+    controls = {chr(c) for c in range(0x100) if unicodedata.category(chr(c)) == "Cc"} - set("\t\n\r")
+    assert controls <= set(marked)
+    assert normalize_answer("4\x002") != normalize_answer("42")

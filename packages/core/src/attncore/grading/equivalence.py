@@ -12,7 +12,7 @@ from typing import Any
 
 from math_verify import parse, verify
 
-from attncore.grading.normalize import flatten_base_subscripts, normalize_answer, parse_number
+from attncore.grading.normalize import UNREADABLE, flatten_base_subscripts, normalize_answer, parse_number
 
 
 class _DropTimeoutDisabledNotice(logging.Filter):
@@ -50,6 +50,8 @@ def answers_equivalent(gold: str, pred: str) -> bool:
     pred_normal = normalize_answer(pred)
     if gold_normal == pred_normal:
         return True
+    if UNREADABLE in pred_normal:  # math-verify would read `4\x002` as 4
+        return False
     gold_value, pred_value = parse_number(gold_normal), parse_number(pred_normal)
     if gold_value is not None and pred_value is not None:
         return gold_value == pred_value

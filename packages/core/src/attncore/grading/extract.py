@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from collections import deque
 
+from attncore.grading.normalize import UNREADABLE, mark_control_characters
+
 # `\boxed` or `\fbox`, but not a longer macro name such as `\boxedanswer`.
 _BOX_COMMAND = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 # `\boxed 5`: the argument is the next whitespace-free token.
@@ -70,10 +72,10 @@ def extract_gsm8k(text: str) -> str | None:
     if at < 0:
         return None
     line = text[at + len(_GSM8K_MARKER) :].split("\n", 1)[0]
-    line = line.replace("$", "").replace(",", "")
+    line = mark_control_characters(line.replace("$", "").replace(",", ""))
     match = _GSM8K_NUMBER.search(line)
-    if match is None:
-        return None
+    if match is None or UNREADABLE in line[max(match.start() - 1, 0) : match.end() + 1]:
+        return None  # a control character touching the number: `4\x002` is neither 4 nor 42
     number = match.group(0)
     return number[:-1] if number.endswith(".") else number
 

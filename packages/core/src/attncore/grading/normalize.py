@@ -6,6 +6,10 @@ forms differ. Each step drops notation that does not change the value (spacing m
 or spells a shorthand one way (`\\frac12`, `\\sqrt3`, `.5`, `14/3`, `10,000`, `(C)`). Numbers in another
 base are flattened (`52_8` -> `528`), because that is how the MATH answer key writes them.
 
+Control and format characters (NUL, zero-width space, ...) are dropped at the ends of an answer, but one
+inside an answer becomes U+FFFD instead of vanishing: `4\x002` must not read as 42. Such an answer equals
+only the same string.
+
 Every step is a linear scan, so a megabyte of adversarial text normalises in milliseconds.
 """
 
@@ -16,7 +20,15 @@ from fractions import Fraction
 
 from attncore.errors import UserError
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Unicode categories Cc and Cf (Unicode 14), except tab, newline and carriage return.
+_CONTROL_CLASS = (
+    "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e"
+    "\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f"
+)
+_CONTROL = re.compile(f"[{_CONTROL_CLASS}]")
+UNREADABLE = "\ufffd"
+_WHITESPACE_CHARACTERS = "".join(chr(c) for c in range(0x3001) if chr(c).isspace())  # U+3000 is the last
 _SPACING = re.compile(r"(?<!\\)\\[!,;:> ]|\\q?quad(?![A-Za-z])|\\displaystyle|\\(?:left|right)(?![A-Za-z])")
 _FRAC_VARIANT = re.compile(r"\\[dtc]frac(?![A-Za-z])")
 _DEGREES = re.compile(r"\^\s*(?:\{\s*\\circ\s*\}|\\circ)|°|\\degree(?![A-Za-z])")
@@ -51,9 +63,20 @@ def flatten_base_subscripts(text: str) -> str:
     return _BASE_SUBSCRIPT.sub(lambda m: m.group(1) + (m.group(2) or m.group(3)), text)
 
 
+def mark_control_characters(text: str) -> str:
+    """`text` without whitespace and control characters at its ends, and each control character inside
+    it replaced by `UNREADABLE`, so that no later step can join the parts around it."""
+    return _CONTROL.sub(UNREADABLE, text).strip(_WHITESPACE_CHARACTERS + UNREADABLE)
+
+
+def has_inner_control_characters(text: str) -> bool:
+    """Whether a control character stands inside `text` (not only at its ends)."""
+    return UNREADABLE in mark_control_characters(text)
+
+
 def normalize_answer(answer: str) -> str:
     """Normal form used for string equality of two final answers (see the module docstring)."""
-    text = _CONTROL.sub("", answer).strip()
+    text = mark_control_characters(answer)
     text = _SPACING.sub("", text)
     text = _FRAC_VARIANT.sub(r"\\frac", text)
     text = _DEGREES.sub("", text)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from attncore.grading.code import extract_code, passes_tests
 from attncore.grading.equivalence import answers_equivalent, extract_final_answer
 from attncore.grading.extract import extract_boxed, extract_choice, extract_gsm8k
-from attncore.grading.normalize import choice_gold, numeric_gold, parse_number
+from attncore.grading.normalize import choice_gold, has_inner_control_characters, numeric_gold, parse_number
 from attncore.grading.result import GradeResult, GradingMode, Reason, as_mode
 from attncore.think import split_thinking
 
@@ -53,7 +53,8 @@ def grade_response(response: str, gold: str, mode: GradingMode | str = GradingMo
         pred = extract_boxed(split.answer)
     else:
         pred = extract_boxed(split.answer)
-        if pred is None:
+        # math-verify reads free text around a control character as it likes (`4\x002` as 4): none is read.
+        if pred is None and not has_inner_control_characters(split.answer):
             pred = extract_final_answer(split.answer)
     if pred is None or not pred.strip():
         return GradeResult(False, pred, Reason.NO_ANSWER)
