@@ -147,7 +147,9 @@ def test_non_numeric_boxed_answer_falls_back_to_gold():
 
 def test_final_answer_is_read_as_the_grader_reads_it():
     """The last box counts, nested braces included; an earlier simple box does not stand in for it."""
-    trace = "<think>\nFirst, 24 + 12 = 36.\n\nNow 36 ÷ 4 = 9.\n</think>\n\n\\boxed{9}, or \\boxed{\\frac{9}{1}}"
+    trace = (
+        "<think>\nFirst, 24 + 12 = 36.\n\nNow 36 ÷ 4 = 9.\n</think>\n\n\\boxed{9}, or \\boxed{\\frac{9}{1}}"
+    )
     labelling = label_trace(trace, PROBLEM, "9", one_per_paragraph)
     assert labelling.issues == ("boxed answer '\\\\frac{9}{1}' is not a number",)
     assert extract_boxed(trace) == "\\frac{9}{1}"

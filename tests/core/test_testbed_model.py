@@ -10,6 +10,7 @@ import torch
 from attncore.config import load_config
 from attncore.errors import UserError
 from attncore.models import load_model
+from attncore.paths import built_model_dir
 from attncore.synthetic.config import SyntheticConfig
 from attncore.synthetic.dataset import generate_examples
 from attncore.synthetic.evaluation import is_well_formed
@@ -18,7 +19,6 @@ from attncore.synthetic.testbed_model import (
     ScratchModelConfig,
     TestbedModelConfig,
     TrainingConfig,
-    checkpoint_dir,
     completion_text,
     config_hash,
     dense_completion_loss,
@@ -73,7 +73,8 @@ def test_recipe_hash_ignores_evaluation_only_settings():
 def test_missing_checkpoint_names_the_build_command(monkeypatch, tmp_path):
     monkeypatch.setenv("ATTNCORE_CACHE_DIR", str(tmp_path))
     with pytest.raises(
-        UserError, match=r"model 'testbed-mini' is not built yet: run `uv run attncore synth train-model`"
+        UserError,
+        match=r"model 'testbed-mini' not found: .*`uv run attncore synth train-model name=testbed-mini`",
     ):
         load_model("testbed-mini")
 
@@ -115,9 +116,10 @@ def test_scratch_recipe_saves_a_loadable_checkpoint(tmp_path, monkeypatch):
     )
     figures = train(cfg, progress=False)
     assert figures["examples"] == 16 and figures["optimizer_steps"] == 2
-    assert Path(figures["checkpoint"]) == checkpoint_dir("testbed-scratch-test")
+    assert Path(figures["checkpoint"]) == built_model_dir("testbed-scratch-test")
 
-    loaded = load_model(figures["checkpoint"])
+    loaded = load_model("testbed-scratch-test")  # a built model loads by its name
+    assert loaded.source == figures["checkpoint"]
     tok = loaded.tokenizer
     assert [len(tok.encode(t, add_special_tokens=False)) for t in ("<think>", "</think>")] == [1, 1]
     assert tok.encode(" 123", add_special_tokens=False)[-3:] == [tok.convert_tokens_to_ids(d) for d in "123"]

@@ -10,9 +10,10 @@ import pytest
 from attncore.config import load_config
 from attncore.data import read_jsonl
 from attncore.models import load_model
+from attncore.paths import built_model_dir
 from attncore.synthetic.dataset import generate_examples
 from attncore.synthetic.evaluation import evaluate_testbed
-from attncore.synthetic.testbed_model import TestbedModelConfig, checkpoint_dir, train
+from attncore.synthetic.testbed_model import TestbedModelConfig, train
 
 MICRO = Path(__file__).parents[2] / "experiments" / "testbed" / "micro.yaml"
 
@@ -23,7 +24,7 @@ def test_micro_recipe_teaches_format_overthinking_and_above_chance_accuracy(smol
     cfg = load_config(TestbedModelConfig, MICRO, [f"base_model={smollm2.source}"])
     figures = train(cfg, progress=False)
     assert figures["examples"] == 160 and figures["optimizer_steps"] == 40
-    assert Path(figures["checkpoint"]) == checkpoint_dir("testbed-micro")
+    assert Path(figures["checkpoint"]) == built_model_dir("testbed-micro")
     assert figures["train_loss"] < 1.0  # measured 0.75 (mean over the run; the first steps are near 1.8)
 
     saved = tmp_path / "rollouts.jsonl"

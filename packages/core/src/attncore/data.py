@@ -373,6 +373,44 @@ def load_problems_or_bundled(cfg: DataConfig) -> tuple[list[Problem], str]:
     return load_problems(cfg), "data"
 
 
+ROW_FILE_SUFFIXES = (".jsonl", ".parquet")
+
+
+def check_row_file(path: Path) -> None:
+    """A one-line error unless `path` names a JSON-lines or Parquet file."""
+    if path.suffix not in ROW_FILE_SUFFIXES:
+        raise UserError(
+            f"{path}: unsupported file type {path.suffix!r} (use {' or '.join(ROW_FILE_SUFFIXES)})"
+        )
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSON-lines or Parquet file (by suffix): the one reader of row files."""
+    check_row_file(path)
+    if not path.is_file():
+        raise UserError(f"file not found: {path}")
+    if path.suffix == ".jsonl":
+        return read_jsonl(path)
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
+def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
+    """Write rows as JSON lines or Parquet (by suffix), atomically; creates the parent folder."""
+    check_row_file(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".jsonl":
+        write_jsonl(rows, path)
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    pq.write_table(pa.Table.from_pylist(rows), tmp)
+    tmp.replace(path)
+
+
 def write_jsonl(records: Iterable[dict[str, Any]], path: Path) -> None:
     """Write JSON lines atomically (temporary file, then rename)."""
     tmp = path.with_suffix(path.suffix + ".tmp")

@@ -1,4 +1,6 @@
-"""One loader for every model source: a named embedded model, a GGUF file, a local folder or a hub id.
+"""One loader for every model source: a named embedded model, a model built into the cache (found by
+its name in `paths.built_model_dir`, e.g. the testbed's `testbed-mini`), a GGUF file, a local folder
+or a hub id.
 
 GGUF files are dequantized once into a safetensors folder in the cache (`paths.cache_dir`); the folder
 is built under a temporary name and renamed into place, so a load killed midway never leaves a cache
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 from attncore.config import Config
 from attncore.errors import UserError
-from attncore.paths import cache_dir
+from attncore.paths import built_model_dir
 
 if TYPE_CHECKING:  # torch is imported where it is used, so configs and the CLI load fast
     import torch
@@ -61,18 +63,12 @@ def _smollm2_gguf() -> Path:
     return Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF
 
 
-def _testbed_mini() -> Path:
-    from attncore.synthetic.testbed_model import built_checkpoint
-
-    return built_checkpoint()
-
-
 # Named models: name -> function returning a local Hugging Face folder (built on first use, or by the
 # command that the error names).
 NAMED_MODELS: dict[str, Callable[[], Path]] = {
     EMBEDDED_DEFAULT: lambda: dequantized_gguf(_smollm2_gguf()),
-    "testbed-mini": _testbed_mini,
 }
+BUILD_HINT = "uv run attncore synth train-model name={name}"  # how a built model comes to exist
 
 
 def register_named_model(name: str, build: Callable[[], Path]) -> None:
@@ -124,7 +120,7 @@ def dequantized_gguf(gguf: Path) -> Path:
 
     if not gguf.is_file():
         raise UserError(f"GGUF file not found: {gguf}")
-    final = cache_dir() / "models" / _gguf_cache_key(gguf)
+    final = built_model_dir(_gguf_cache_key(gguf))
 
     def build(tmp: Path) -> None:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -147,6 +143,11 @@ def resolve_model_source(name: str) -> tuple[str, list[str]]:
         return str(NAMED_MODELS[name]()), tried
     tried.append(f"named models ({', '.join(sorted(NAMED_MODELS))})")
     path = Path(name).expanduser()
+    if path.name == name and not name.startswith("."):  # a bare name may be a built model
+        built = built_model_dir(name)
+        if is_complete_cache(built):
+            return str(built), tried
+        tried.append(f"built models in {built.parent} (`{BUILD_HINT.format(name=name)}` builds one)")
     if path.is_file() and path.suffix == ".gguf":
         return str(dequantized_gguf(path)), tried
     if path.is_dir():

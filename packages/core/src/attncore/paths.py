@@ -22,6 +22,12 @@ def cache_dir() -> Path:
     return path
 
 
+def built_model_dir(name: str) -> Path:
+    """Where a model that attncore builds or converts (testbed checkpoints, dequantized GGUF files) lives
+    in the cache; `attncore.models.load_model(name)` loads a complete one by that name."""
+    return cache_dir() / "models" / name
+
+
 def data_dir(explicit: str | Path | None = None) -> Path | None:
     """The reference-data folder: the explicit argument, `$ATTNCORE_DATA_DIR`, or `../shared/data`
     beside the working directory or the repository. None when no candidate exists."""

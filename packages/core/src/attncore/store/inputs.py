@@ -13,13 +13,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from attncore.data import Problem
+from attncore.data import Problem, read_rows
 from attncore.errors import UserError
 from attncore.prompts import PromptConfig, encode_prompt
 from attncore.rollout.types import Rollout
 from attncore.shards import ShardedTable
 from attncore.store.config import InputConfig
-from attncore.synthetic.dataset import read_rows
 from attncore.think import THINK_OPEN_LINE
 
 

@@ -13,11 +13,11 @@ import typer
 
 from attncore.cli_support import CONFIG_OPTION, OVERRIDES_ARGUMENT, config_from_cli, new_app
 from attncore.config import save_resolved
-from attncore.data import write_jsonl
+from attncore.data import check_row_file, read_rows, write_jsonl
 from attncore.errors import UserError
 from attncore.synthetic.arithmetic import format_number
 from attncore.synthetic.config import SyntheticConfig
-from attncore.synthetic.dataset import SUFFIXES, generate_examples, read_rows, write_examples
+from attncore.synthetic.dataset import generate_examples, write_examples
 from attncore.synthetic.oracle import (
     Label,
     Labelling,
@@ -41,8 +41,7 @@ def generate(
     overrides: list[str] | None = OVERRIDES_ARGUMENT,
 ) -> None:
     """Generate problems with R1-style traces and their step labels; print a summary of the set."""
-    if out.suffix not in SUFFIXES:
-        raise UserError(f"{out}: unsupported file type {out.suffix!r} (use {' or '.join(SUFFIXES)})")
+    check_row_file(out)
     cfg = config_from_cli(SyntheticConfig, config, overrides)
     examples = generate_examples(cfg)
     write_examples(examples, out)

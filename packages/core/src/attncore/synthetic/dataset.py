@@ -2,8 +2,8 @@
 
 A row carries `attncore.data.Problem`'s fields (`source="synthetic"`, `rationale` = the full trace), so
 every loader that reads problems reads these, and beside them the operations, quantities, distractors,
-per-step roles and labels, difficulty and seed. Rows are written as JSON lines or Parquet (by suffix)
-and read back into `SyntheticExample`s.
+per-step roles and labels, difficulty and seed. Rows are written as JSON lines or Parquet (by suffix,
+`attncore.data.write_rows`) and read back into `SyntheticExample`s.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from attncore.data import Problem, read_jsonl, write_jsonl
+from attncore.data import Problem, read_rows, write_rows
 from attncore.errors import UserError
 from attncore.synthetic.config import SyntheticConfig
 from attncore.synthetic.problems import Operation, SyntheticProblem, generate_problem
@@ -21,7 +21,6 @@ from attncore.synthetic.templates import StepRole
 from attncore.synthetic.traces import Trace, TraceStep, generate_trace
 
 SOURCE = "synthetic"
-SUFFIXES = (".jsonl", ".parquet")
 
 
 @dataclass(frozen=True)
@@ -86,37 +85,9 @@ def generate_examples(cfg: SyntheticConfig) -> list[SyntheticExample]:
     return [generate_example(cfg, i) for i in range(cfg.count)]
 
 
-def _check_suffix(path: Path) -> None:
-    if path.suffix not in SUFFIXES:
-        raise UserError(f"{path}: unsupported file type {path.suffix!r} (use {' or '.join(SUFFIXES)})")
-
-
 def write_examples(examples: list[SyntheticExample], path: Path) -> None:
-    """Write rows as JSON lines or Parquet, chosen by the file suffix."""
-    _check_suffix(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows = [example.to_row() for example in examples]
-    if path.suffix == ".jsonl":
-        write_jsonl(rows, path)
-        return
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    pq.write_table(pa.Table.from_pylist(rows), tmp)
-    tmp.replace(path)
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines or Parquet file."""
-    _check_suffix(path)
-    if not path.is_file():
-        raise UserError(f"file not found: {path}")
-    if path.suffix == ".jsonl":
-        return read_jsonl(path)
-    import pyarrow.parquet as pq
-
-    return pq.read_table(path).to_pylist()
+    """Write rows as JSON lines or Parquet, chosen by the file suffix (`attncore.data.write_rows`)."""
+    write_rows([example.to_row() for example in examples], path)
 
 
 def read_examples(path: Path) -> list[SyntheticExample]:

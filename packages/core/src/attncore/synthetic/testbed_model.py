@@ -24,8 +24,8 @@ from pydantic import Field
 from attncore.config import Config, save_resolved
 from attncore.errors import UserError
 from attncore.heap import trim_heap
-from attncore.models import CACHE_MARKER, atomic_build, load_model
-from attncore.paths import cache_dir
+from attncore.models import atomic_build, load_model
+from attncore.paths import built_model_dir, cache_dir
 from attncore.prompts import PromptConfig, encode_prompt
 from attncore.rollout.types import SamplingConfig
 from attncore.synthetic.config import ProblemConfig, SyntheticConfig, TraceConfig
@@ -41,7 +41,6 @@ CHAT_TEMPLATE = (
 )
 # The prompt the model is trained and evaluated with: the raw question, as in AttnPO's training.
 TESTBED_PROMPT = PromptConfig(template="r1", instruction="", examples=[])
-BUILD_COMMAND = "uv run attncore synth train-model"
 # The default recipe's problems: small numbers, difficulty 1-4 in training (2-4 in evaluation). With the
 # plans, arithmetic is most of what fails, and values up to 100 leave less of it (32% -> 50%, S9 vs S10,
 # which also trains on 100 more traces).
@@ -141,20 +140,6 @@ class TestbedModelConfig(Config):
     seed: int = 0
     threads: int | None = None
     tracking: TrackingConfig = TrackingConfig(mode="disabled")
-
-
-def checkpoint_dir(name: str = DEFAULT_NAME) -> Path:
-    """Where the built model lives in the cache."""
-    return cache_dir() / "models" / name
-
-
-def built_checkpoint(name: str = DEFAULT_NAME) -> Path:
-    """The built checkpoint folder; a one-line error with the build command when it is missing."""
-    folder = checkpoint_dir(name)
-    if not (folder / CACHE_MARKER).is_file():
-        hint = BUILD_COMMAND if name == DEFAULT_NAME else f"{BUILD_COMMAND} name={name}"
-        raise UserError(f"model {name!r} is not built yet: run `{hint}` (it is cached, not downloaded)")
-    return folder
 
 
 def config_hash(cfg: TestbedModelConfig) -> str:
@@ -395,7 +380,7 @@ def train(cfg: TestbedModelConfig, progress: bool = True) -> dict:
         tokenizer.save_pretrained(tmp)
         save_resolved(cfg, tmp, "testbed.config.yaml")
 
-    final = checkpoint_dir(cfg.name)
+    final = built_model_dir(cfg.name)
     if final.exists():
         shutil.rmtree(final)
     atomic_build(final, build, {"recipe": config_hash(cfg)})
