@@ -59,6 +59,18 @@ def test_greedy_batch_equals_one_by_one(engine):
         assert r.finish_reason in ("stop", "length") and len(r.completion_ids) <= 12
 
 
+def test_reconfigured_engine_shares_the_model_and_renders_its_own_prompts(engine):
+    view = engine.reconfigured(PromptConfig(template="plain"), batch_size=2, refill=True)
+    assert view.loaded is engine.loaded and view.tokenizer is engine.loaded.tokenizer
+    assert (view.prompt.template, view.batch_size, view.refill) == ("plain", 2, True)
+    assert (engine.prompt.template, engine.batch_size, engine.refill) == ("r1", 4, False), "unchanged"
+    sampling = SamplingConfig(max_tokens=4)
+    plain = view.generate(PROBLEMS[:1], sampling)[0]
+    assert not plain.prompt.endswith("<think>\n") and engine.generate(PROBLEMS[:1], sampling)[
+        0
+    ].prompt.endswith("<think>\n")
+
+
 def test_sampling_is_reproducible_for_a_seed(engine):
     sampling = SamplingConfig(n=3, temperature=1.0, top_p=0.95, max_tokens=10, seed=7)
     first = engine.generate(PROBLEMS, sampling)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from attncore.config import save_resolved
 from attncore.data import Problem, hub_only, load_problems
@@ -23,6 +22,7 @@ from attncore.eval.report import RunReport, benchmark_metrics, load_report
 from attncore.grading import GradingMode
 from attncore.grading.code import parse_test_spec
 from attncore.grading.normalize import choice_gold, numeric_gold
+from attncore.rollout.engine import Engine
 from attncore.rollout.grade import resolve_grading_mode
 from attncore.rollout.job import (
     RolloutJobConfig,
@@ -34,10 +34,6 @@ from attncore.rollout.job import (
 from attncore.rollout.store import RolloutStore
 from attncore.rollout.types import rollout_id
 from attncore.tracking import Tracker
-
-if TYPE_CHECKING:
-    from attncore.rollout.hf import HFEngine
-    from attncore.rollout.vllm import VLLMEngine
 
 LENGTH_HISTOGRAMS = "length_histograms.png"
 ACCURACY_VS_TOKENS = "accuracy_vs_tokens.png"
@@ -98,7 +94,7 @@ def run_suite(cfg: SuiteConfig, progress: bool = True) -> RunReport:
 
     engine_name = resolve_engine(next(iter(jobs.values())))
     todo = {label: pending_rollouts(jobs[label], problems[label], engine_name) for label in problems}
-    engine: HFEngine | VLLMEngine | None = None
+    engine: Engine | None = None
     if any(todo.values()):
         _note(f"loading {cfg.model.name} for {sum(todo.values())} rollouts", progress)
         engine = build_engine(next(iter(jobs.values())))

@@ -44,8 +44,8 @@ def trim_completion(ids: Sequence[int], eos: set[int]) -> tuple[list[int], str]:
 
 
 class HFEngine:
-    """`generate(problems, sampling) -> rollouts` on a loaded transformers model; `batch_size` sequences
-    decode together, in static batches or, with `refill`, in slots refilled as sequences finish."""
+    """An `Engine` on a loaded transformers model; `batch_size` sequences decode together, in static
+    batches or, with `refill`, in slots refilled as sequences finish."""
 
     name = "hf"
 
@@ -55,6 +55,13 @@ class HFEngine:
         self.batch_size = batch_size
         self.refill = refill
         self.eos = eos_token_ids(loaded)
+
+    @property
+    def tokenizer(self):
+        return self.loaded.tokenizer
+
+    def reconfigured(self, prompt: PromptConfig, batch_size: int, refill: bool) -> HFEngine:
+        return HFEngine(self.loaded, prompt, batch_size, refill)
 
     def generate_ids(
         self, prompt_ids: list[list[int]], sampling: SamplingConfig, seed: int

@@ -4,12 +4,11 @@ main job (the embedded model on a slice of GSM8K)."""
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import pyarrow.compute as pc
 from pydantic import Field
@@ -19,15 +18,12 @@ from attncore.config import Config, save_resolved
 from attncore.data import DataConfig, Problem, load_problems_or_bundled
 from attncore.models import ModelConfig, load_model, resolve_device
 from attncore.prompts import PromptConfig
+from attncore.rollout.engine import Engine
 from attncore.rollout.grade import GradingConfig, grade_store
 from attncore.rollout.store import RolloutStore
 from attncore.rollout.types import Rollout, SamplingConfig, rollout_id
 from attncore.rollout.vllm import VLLMOptions, vllm_available
 from attncore.tracking import Tracker, TrackingConfig
-
-if TYPE_CHECKING:  # engines import torch; the CLI imports this module and stays fast without it
-    from attncore.rollout.hf import HFEngine
-    from attncore.rollout.vllm import VLLMEngine
 
 SUMMARY_NAME = "summary.json"
 
@@ -129,7 +125,7 @@ def summarise(store: RolloutStore, generated_now: int, seconds: float) -> Rollou
     )
 
 
-def build_engine(cfg: RolloutJobConfig) -> HFEngine | VLLMEngine:
+def build_engine(cfg: RolloutJobConfig) -> Engine:
     """Load the model of `cfg` into the engine it asks for (the expensive step of a job)."""
     if resolve_engine(cfg) == "vllm":
         from attncore.rollout.vllm import VLLMEngine
@@ -141,30 +137,16 @@ def build_engine(cfg: RolloutJobConfig) -> HFEngine | VLLMEngine:
     return HFEngine(load_model(model_cfg), cfg.prompt, cfg.batch_size, cfg.refill)
 
 
-def engine_for(engine: HFEngine | VLLMEngine, cfg: RolloutJobConfig) -> HFEngine | VLLMEngine:
-    """A shallow copy of a built engine that renders prompts (and batches) as `cfg` says; the loaded
-    model is shared, so one model serves jobs with different prompts."""
-    view = copy.copy(engine)
-    view.prompt = cfg.prompt
-    if view.name == "hf":
-        view.batch_size, view.refill = cfg.batch_size, cfg.refill
-    return view
-
-
-def engine_tokenizer(engine: HFEngine | VLLMEngine):
-    """The tokenizer an engine encodes prompts with and decodes completions with."""
-    return engine.loaded.tokenizer if engine.name == "hf" else engine.tokenizer
-
-
 def run_rollouts(
     cfg: RolloutJobConfig,
     progress: bool = True,
-    engine: HFEngine | VLLMEngine | None = None,
+    engine: Engine | None = None,
     problems: list[Problem] | None = None,
 ) -> RolloutSummary:
     """Generate (resuming what is already stored), grade, summarise; everything lands in `cfg.out`.
 
-    `engine` is a model loaded earlier by `build_engine` for `cfg.model` (a suite of jobs loads it once);
+    `engine` is a model loaded earlier by `build_engine` for `cfg.model` (a suite of jobs loads it once
+    and each job renders prompts and batches as its config says);
     without one the model is loaded only when something is left to generate. `problems` are the
     problems of `cfg.data` when the caller has loaded them already.
     """
@@ -184,7 +166,7 @@ def run_rollouts(
     wanted = {rollout_id(p.id, i) for p in problems for i in range(cfg.sampling.n)}
     todo = len(wanted - done)
     if engine is not None:
-        engine = engine_for(engine, cfg)
+        engine = engine.reconfigured(cfg.prompt, cfg.batch_size, cfg.refill)
     elif todo:  # load the model before anything is logged, so a bad model name fails fast
         engine = build_engine(cfg)
     tracker = Tracker(cfg.tracking, cfg.model_dump(mode="json"), out, job="rollout")
@@ -206,7 +188,7 @@ def run_rollouts(
             engine.generate(problems, cfg.sampling, skip=done, on_batch=on_batch)
             bar.close()
         if cfg.grade:
-            tokenizer = engine_tokenizer(engine) if engine is not None else None
+            tokenizer = engine.tokenizer if engine is not None else None
             grade_store(store, cfg.grading, cfg.prompt.template, progress=progress, tokenizer=tokenizer)
         summary = summarise(store, generated, time.perf_counter() - start)
         (out / SUMMARY_NAME).write_text(json.dumps(summary.__dict__, indent=1))

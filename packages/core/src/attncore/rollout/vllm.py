@@ -7,6 +7,7 @@ missing rollouts. Completion token ids are vLLM's `CompletionOutput.token_ids`, 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 
 from attncore.config import Config
@@ -34,7 +35,7 @@ def vllm_available() -> bool:
 
 
 class VLLMEngine:
-    """`generate(problems, sampling) -> rollouts` on a vLLM engine."""
+    """An `Engine` on vLLM; it schedules its own batches."""
 
     name = "vllm"
 
@@ -57,6 +58,11 @@ class VLLMEngine:
             max_model_len=self.options.max_model_len,
             enforce_eager=self.options.enforce_eager,
         )
+
+    def reconfigured(self, prompt: PromptConfig, batch_size: int, refill: bool) -> VLLMEngine:
+        view = copy.copy(self)  # shares the vLLM engine, which holds the weights
+        view.prompt = prompt
+        return view
 
     def generate(
         self,
