@@ -120,7 +120,9 @@ def test_order_properties(case):
     if sra.isnan():
         return
     # Only the order matters, and reversing it mirrors the accuracy around chance.
-    assert step_ranking_accuracy(t(scores).exp() * 3 + 1, essential, redundant).item() == pytest.approx(sra.item())
+    assert step_ranking_accuracy(t(scores).exp() * 3 + 1, essential, redundant).item() == pytest.approx(
+        sra.item()
+    )
     assert step_ranking_accuracy(-t(scores), essential, redundant).item() == pytest.approx(1 - sra.item())
     # The overall accuracy is the pair-weighted mix of the two directions.
     total = 0.0
