@@ -1,12 +1,54 @@
-"""`attnpo` command line. Subcommands are added as the method's stages land."""
+"""`attnpo` command line: key-focus-head discovery and its checks."""
 
 from __future__ import annotations
 
-from attncore.cli_support import add_version_option, new_app, run_app
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from attncore.cli_support import add_version_option, config_from_cli, new_app, run_app
 from attnpo import __version__
 
 app = new_app("AttnPO: key-focus heads and attention-guided advantage rescaling for RL against overthinking.")
 add_version_option(app, "attnpo", __version__)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
+Overrides = Annotated[
+    list[str] | None, typer.Argument(help="Dotted overrides, e.g. selection.k=4 probe.max_responses=50")
+]
+NoWandb = Annotated[bool, typer.Option("--no-wandb", help="Turn wandb logging off.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Discard what the output folder holds.")]
+
+
+@app.command("find-heads")
+def find_heads(
+    config: ConfigOpt = None,
+    overrides: Overrides = None,
+    no_wandb: NoWandb = False,
+    quiet: Quiet = False,
+    overwrite: Overwrite = False,
+):
+    """Discover key-focus heads: probe rollouts, step labels, SRA of every head, selection, report.
+
+    Writes heads.yaml (read by the trainer), sra.json, sra_heatmap.png, ensembles.png and report.md
+    into `out`; a rerun with the same config continues where an interrupted run stopped.
+    """
+    from attnpo.find_heads import FindHeadsConfig, run_find_heads
+
+    cfg = config_from_cli(FindHeadsConfig, config, overrides)
+    if no_wandb:
+        cfg.tracking.mode = "disabled"
+    if overwrite:
+        cfg.overwrite = True
+    result = run_find_heads(cfg, progress=not quiet)
+    sra = "-" if result.ensemble_sra is None else f"{result.ensemble_sra:.3f}"
+    typer.echo(
+        f"heads {list(result.heads)}: ensemble SRA {sra}, best single head {result.best_head_sra:.3f}, "
+        f"{result.responses} responses ({result.scored_now} scored now, {result.seconds:.1f} s)"
+    )
+    typer.echo(f"outputs: {result.out}")
 
 
 def main() -> None:

@@ -123,7 +123,7 @@ class Ensemble:
 
 def _ranked(table: HeadTable, eligible: Tensor) -> list[Head]:
     """Eligible heads by single-head SRA, best first; ties go to the lower (layer, head)."""
-    heads = [(int(l), int(h)) for l, h in eligible.nonzero().tolist()]
+    heads = [(int(layer), int(head)) for layer, head in eligible.nonzero().tolist()]
     return sorted(heads, key=lambda lh: (-float(table.sra[lh]), lh))
 
 
@@ -132,7 +132,9 @@ def top_k_curve(
 ) -> list[Ensemble]:
     """Ensembles of the k best eligible heads, k = 1..min(k_max, eligible)."""
     ranked = _ranked(table, eligible)[:k_max]
-    return [Ensemble(k, tuple(ranked[:k]), ensemble_sra(responses, ranked[:k])) for k in range(1, len(ranked) + 1)]
+    return [
+        Ensemble(k, tuple(ranked[:k]), ensemble_sra(responses, ranked[:k])) for k in range(1, len(ranked) + 1)
+    ]
 
 
 def greedy_curve(

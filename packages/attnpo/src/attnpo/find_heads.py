@@ -1,0 +1,304 @@
+"""`attnpo find-heads`: discover a model's key-focus heads (attnpo-spec §5) end to end.
+
+Probe rollouts (sampled or given) -> AttnPO segmentation -> step labels (oracle, LLM judges or a file)
+-> step scores of every (layer, query head) from the answer rows, one shard per batch -> SRA per head
+with bootstrap intervals and the pair-direction split -> eligibility and top-k / greedy ensembles ->
+the heads artifact, heatmap, curve and report. Every stage keeps what it finished on disk, so a killed
+run continues where it stopped; a folder holding another configuration's work is refused.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field
+from tqdm.auto import tqdm
+
+from attncore.config import Config, save_resolved
+from attncore.data import write_jsonl
+from attncore.errors import UserError
+from attncore.models import ModelConfig, load_model, resolve_device
+from attncore.ranking import bootstrap_interval
+from attncore.shards import write_json_atomic
+from attncore.steps import StepSegmenterConfig
+from attncore.tracking import Tracker, TrackingConfig
+from attnpo.artifact import HeadEntry, HeadsArtifact, write_artifact
+from attnpo.head_scores import HeadScoreStore, score_probe
+from attnpo.heads_report import markdown_report, plot_curves, plot_heatmap
+from attnpo.labels import ESSENTIAL, REDUNDANT, LabelsConfig, OracleLabelsConfig, label_source
+from attnpo.probe import ProbeConfig, probe_hash, probe_items, read_rollouts, sample_probe_rollouts
+from attnpo.selection import (
+    Ensemble,
+    LabelledResponse,
+    eligible_heads,
+    ensemble_per_response,
+    greedy_curve,
+    head_table,
+    top_k_curve,
+)
+
+HEADS_NAME = "heads.yaml"
+REPORT_NAME = "report.md"
+TABLE_NAME = "sra.json"
+LABELS_NAME = "labels.jsonl"
+
+
+class ScoringConfig(Config):
+    """The all-heads scoring forwards."""
+
+    batch_size: int = Field(4, ge=1, description="sequences per forward, grouped by length")
+    max_batch_tokens: int | None = Field(None, ge=1, description="cap on padded tokens per forward")
+    capture_mb: int = Field(256, ge=1, description="attention probabilities held per forward, in MiB")
+
+
+class SRAConfig(Config):
+    """Bootstrap interval over responses."""
+
+    bootstrap_samples: int = Field(1000, ge=1)
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)
+    seed: int = 0
+
+
+class SelectionConfig(Config):
+    """Which ensemble becomes the heads artifact, and the rule that keeps position heads out."""
+
+    method: Literal["greedy", "top_k"] = "greedy"
+    k: int = Field(3, ge=1, le=10, description="heads in the artifact (the release uses 3)")
+    k_max: int = Field(10, ge=1, description="longest ensemble on the curves")
+    min_direction_sra: float = Field(
+        0.6, ge=0.0, le=1.0, description="a head needs this SRA in each pair direction to be eligible"
+    )
+
+
+class FindHeadsConfig(Config):
+    """Everything a discovery run depends on; saved resolved beside its outputs."""
+
+    model: ModelConfig = ModelConfig()
+    probe: ProbeConfig
+    segmenter: StepSegmenterConfig = StepSegmenterConfig()
+    labels: LabelsConfig = Field(default_factory=OracleLabelsConfig)
+    scoring: ScoringConfig = ScoringConfig()
+    sra: SRAConfig = SRAConfig()
+    selection: SelectionConfig = SelectionConfig()
+    out: str = "runs/heads"
+    overwrite: bool = False
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    tracking: TrackingConfig = TrackingConfig()
+
+
+def labelled_responses(items, labels, scores) -> list[LabelledResponse]:
+    """Responses with their all-heads scores (float64) and label masks, in probe order."""
+    out = []
+    for item, labs in zip(items, labels, strict=True):
+        rid = item.rollout.rollout_id
+        if rid in scores:
+            essential = torch.tensor([x == ESSENTIAL for x in labs])
+            redundant = torch.tensor([x == REDUNDANT for x in labs])
+            out.append(LabelledResponse(rid, scores[rid].to(torch.float64), essential, redundant))
+    return out
+
+
+def has_pair(labels) -> bool:
+    return ESSENTIAL in labels and REDUNDANT in labels
+
+
+def _model_meta(cfg: ModelConfig) -> dict:
+    return cfg.model_dump(exclude={"device", "attn_implementation"})
+
+
+def _head_dicts(table, eligible) -> dict:
+    def listed(t):
+        return [[None if v != v else round(float(v), 6) for v in row] for row in t.tolist()]
+
+    return {
+        "sra": listed(table.sra),
+        "low": listed(table.low),
+        "high": listed(table.high),
+        "sra_after": listed(table.by_direction["after"]),
+        "sra_before": listed(table.by_direction["before"]),
+        "eligible": eligible.tolist(),
+        "responses": table.responses,
+        "pairs": table.pairs,
+    }
+
+
+def _curve(curve: list[Ensemble]) -> list[dict]:
+    return [{"k": e.k, "heads": [list(h) for h in e.heads], "sra": e.sra} for e in curve]
+
+
+@dataclass
+class FindHeadsResult:
+    """Where the outputs are and the headline numbers."""
+
+    out: Path
+    heads: tuple[tuple[int, int], ...]
+    ensemble_sra: float | None
+    best_head_sra: float
+    responses: int
+    scored_now: int
+    seconds: float
+
+
+def run_find_heads(cfg: FindHeadsConfig, progress: bool = True) -> FindHeadsResult:
+    """Run discovery into `cfg.out` (resuming what is there) and write the artifact and the report."""
+    start = time.perf_counter()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, out)
+    loaded = load_model(cfg.model.model_copy(update={"device": resolve_device(cfg.model.device)}))
+    folder = sample_probe_rollouts(cfg.probe, cfg.model, out / "rollouts", loaded, progress, cfg.overwrite)
+    items, dropped = probe_items(read_rollouts(folder), loaded.tokenizer, cfg.segmenter, cfg.probe)
+    if not items:
+        raise UserError(f"no usable probe response in {folder} (left out: {dropped or 'none'})")
+    phash = probe_hash(items)
+    source = label_source(cfg.labels, out / "judges")
+    provenance = source.provenance()
+    labels = source.label([item.response for item in items], progress=progress)
+    write_jsonl(
+        [
+            {"id": i.rollout.rollout_id, "labels": list(lab), "source": provenance["kind"]}
+            for i, lab in zip(items, labels, strict=True)
+        ],
+        out / LABELS_NAME,
+    )
+    write_json_atomic(out / "labels.provenance.json", {"probe_hash": phash, **provenance})
+    paired = [item for item, lab in zip(items, labels, strict=True) if has_pair(lab)]
+    if not paired:
+        raise UserError(
+            f"none of the {len(items)} probe responses has both an essential and a redundant step "
+            f"under the {provenance['kind']} labels ({out / LABELS_NAME})"
+        )
+    store = HeadScoreStore(
+        out / "scores",
+        {"model": _model_meta(cfg.model), "segmenter": cfg.segmenter.model_dump(mode="json")},
+        overwrite=cfg.overwrite,
+    )
+    tracker = Tracker(cfg.tracking, cfg.model_dump(mode="json"), out, job="find-heads")
+    try:
+        todo = len({i.rollout.rollout_id for i in paired} - store.done())
+        bar = tqdm(total=todo, desc="scoring heads", unit="response", disable=not progress)
+        scored_so_far = 0
+
+        def on_batch(n: int) -> None:
+            nonlocal scored_so_far
+            scored_so_far += n
+            bar.update(n)
+            tracker.log({"find_heads/scored": scored_so_far})
+
+        scored_now = score_probe(
+            loaded,
+            paired,
+            store,
+            cfg.scoring.batch_size,
+            cfg.scoring.max_batch_tokens,
+            cfg.scoring.capture_mb,
+            on_batch,
+        )
+        bar.close()
+        scores = store.read(paired)
+        responses = labelled_responses(items, labels, scores)
+        result = _select_and_report(
+            cfg, loaded.name, responses, items, labels, phash, provenance, dropped, out
+        )
+        tracker.summary(
+            {
+                "find_heads/best_head_sra": result[1],
+                "find_heads/ensemble_sra": result[2],
+                "find_heads/responses": len(responses),
+            }
+        )
+    finally:
+        tracker.finish()
+    seconds = time.perf_counter() - start
+    chosen, best, ensemble = result
+    summary = FindHeadsResult(out, chosen, ensemble, best, len(responses), scored_now, seconds)
+    write_json_atomic(out / "summary.json", {**summary.__dict__, "out": str(out)})
+    if not chosen:
+        raise UserError(
+            f"no head reaches SRA {cfg.selection.min_direction_sra} in each pair direction; "
+            f"no heads file written (see {out / REPORT_NAME})"
+        )
+    return summary
+
+
+def _select_and_report(cfg, model_name, responses, items, labels, phash, provenance, dropped, out):
+    """Head table, eligibility, curves, the chosen ensemble; writes sra.json, the plots, report and artifact."""
+    sra = cfg.sra
+    table = head_table(responses, sra.bootstrap_samples, sra.confidence, sra.seed)
+    eligible = eligible_heads(table, cfg.selection.min_direction_sra)
+    top = top_k_curve(responses, table, eligible, cfg.selection.k_max)
+    greedy = greedy_curve(responses, table, eligible, cfg.selection.k_max)
+    curve = greedy if cfg.selection.method == "greedy" else top
+    chosen = curve[min(cfg.selection.k, len(curve)) - 1] if curve else None
+    interval = None
+    if chosen is not None:
+        low, high = bootstrap_interval(
+            ensemble_per_response(responses, chosen.heads), sra.bootstrap_samples, sra.confidence, sra.seed
+        )
+        interval = (float(low), float(high))
+    probe = {"hash": phash, "responses": len(items), "scored": len(responses), "left_out": dropped}
+    write_json_atomic(
+        out / TABLE_NAME,
+        {**_head_dicts(table, eligible), "top_k": _curve(top), "greedy": _curve(greedy), "probe": probe},
+    )
+    plot_heatmap(table, eligible, chosen.heads if chosen else (), out / "sra_heatmap.png")
+    plot_curves(top, greedy, out / "ensembles.png")
+    report = markdown_report(
+        model=model_name,
+        table=table,
+        eligible=eligible,
+        top=top,
+        greedy=greedy,
+        chosen=chosen,
+        chosen_interval=interval,
+        rankers={},
+        probe=probe,
+        labels=provenance,
+        min_direction_sra=cfg.selection.min_direction_sra,
+    )
+    (out / REPORT_NAME).write_text(report)
+    best = float(table.sra.max())
+    if chosen is None:
+        (out / HEADS_NAME).unlink(missing_ok=True)
+        return (), best, None
+    entries = [
+        HeadEntry(
+            layer=layer,
+            head=head,
+            sra=float(table.sra[layer, head]),
+            low=float(table.low[layer, head]),
+            high=float(table.high[layer, head]),
+            sra_after=_num(table.by_direction["after"][layer, head]),
+            sra_before=_num(table.by_direction["before"][layer, head]),
+        )
+        for layer, head in chosen.heads
+    ]
+    artifact = HeadsArtifact(
+        model=cfg.model.name,
+        revision=cfg.model.revision,
+        heads=entries,
+        ensemble={
+            "method": cfg.selection.method,
+            "k": chosen.k,
+            "sra": chosen.sra,
+            "low": interval[0],
+            "high": interval[1],
+        },
+        probe=probe,
+        labels=provenance,
+        segmenter=cfg.segmenter.model_dump(mode="json"),
+        evidence={"selection": cfg.selection.model_dump(mode="json"), "sra": sra.model_dump(mode="json")},
+    )
+    write_artifact(artifact, out / HEADS_NAME)
+    return chosen.heads, best, chosen.sra
+
+
+def _num(value) -> float | None:
+    value = float(value)
+    return None if value != value else value

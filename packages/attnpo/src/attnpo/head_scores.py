@@ -1,0 +1,125 @@
+"""Step scores of every (layer, query head) for the probe responses, stored batch by batch.
+
+Responses are grouped by length (`attncore.store.extract.plan_batches`); each batch is scored from the
+answer rows F of every head and written as one checksummed shard (`attncore.shards`): a table of ids
+and a safetensors part holding one (layers, heads, steps) tensor per response. A killed run resumes
+from the shards on disk; a shard that fails its checksum is reported, never read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import torch
+from torch import Tensor
+
+from attncore.attention import AttentionCapture
+from attncore.errors import UserError
+from attncore.models import LoadedModel
+from attncore.shards import ShardedTable
+from attncore.store.extract import PreparedResponse, plan_batches, score_responses
+from attncore.store.inputs import ResponseExample
+from attncore.store.store import RolloutScores
+from attnpo.probe import ProbeItem
+
+
+def _prepared(item: ProbeItem) -> PreparedResponse:
+    r, seg = item.rollout, item.segmented
+    example = ResponseExample(
+        r.rollout_id, r.problem_id, tuple(r.prompt_ids), tuple(r.completion_ids), truncated=False
+    )
+    start, end = seg.answer_span()
+    record = RolloutScores(
+        r.rollout_id,
+        r.problem_id,
+        "ok",
+        None,
+        len(r.prompt_ids),
+        seg.n_tokens,
+        end - start,
+        True,
+        "",
+        steps=seg.steps,
+    )
+    return PreparedResponse(example, record, (start, end))
+
+
+def tokens_digest(item: ProbeItem) -> str:
+    """Identifies the token sequence a response's scores were computed on."""
+    r = item.rollout
+    return hashlib.sha256(f"{r.prompt_ids}|{r.completion_ids}".encode()).hexdigest()[:16]
+
+
+class HeadScoreStore:
+    """Per-response (layers, heads, steps) scores in a resumable folder tied to one model and probe setup."""
+
+    def __init__(self, root: Path, meta: dict, overwrite: bool = False):
+        self.table = ShardedTable(root, {"kind": "head-scores", **meta}, overwrite=overwrite)
+
+    def done(self) -> set[str]:
+        return {i for _, t in self.table.iter_tables() for i in t.column("id").to_pylist()}
+
+    def read(self, items: list[ProbeItem]) -> dict[str, Tensor]:
+        """The stored scores of `items` (checksums verified); scores stored for other tokens under the same
+        id are refused."""
+        wanted = {item.rollout.rollout_id: tokens_digest(item) for item in items}
+        out: dict[str, Tensor] = {}
+        for entry, table in self.table.iter_tables():
+            tensors = self.table.read_part(entry, "scores")
+            rows = zip(table.column("id").to_pylist(), table.column("tokens").to_pylist(), strict=True)
+            for index, (rid, digest) in enumerate(rows):
+                if rid not in wanted:
+                    continue
+                if digest != wanted[rid]:
+                    raise UserError(
+                        f"{self.table.root}: the stored scores of {rid!r} belong to other tokens; "
+                        "choose another output folder or pass --overwrite"
+                    )
+                out[rid] = tensors[str(index)]
+        return out
+
+    def append(self, items: list[ProbeItem], scores: list[Tensor]) -> None:
+        table = pa.table(
+            {
+                "id": pa.array([i.rollout.rollout_id for i in items], pa.string()),
+                "tokens": pa.array([tokens_digest(i) for i in items], pa.string()),
+                "steps": pa.array([int(s.shape[-1]) for s in scores], pa.int32()),
+            }
+        )
+        self.table.append(table, parts={"scores": {str(i): s.contiguous() for i, s in enumerate(scores)}})
+
+
+def score_probe(
+    loaded: LoadedModel,
+    items: list[ProbeItem],
+    store: HeadScoreStore,
+    batch_size: int,
+    max_batch_tokens: int | None,
+    capture_mb: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> int:
+    """Score every item the store lacks, one shard per batch; returns how many were scored now."""
+    done = store.done()
+    todo = [item for item in items if item.rollout.rollout_id not in done]
+    if not todo:
+        return 0
+    text = loaded.model.config.get_text_config()
+    layers, heads = text.num_hidden_layers, text.num_attention_heads
+    all_heads = [(layer, head) for layer in range(layers) for head in range(heads)]
+    lengths = [len(i.rollout.prompt_ids) + len(i.rollout.completion_ids) for i in todo]
+    pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
+    scored = 0
+    with AttentionCapture(loaded.model) as capture:
+        for batch in plan_batches(lengths, batch_size, max_batch_tokens):
+            prepared = [_prepared(todo[i]) for i in batch]
+            scores = score_responses(capture, prepared, all_heads, pad, capture_mb * 2**20)
+            store.append(
+                [todo[i] for i in batch], [s.reshape(layers, heads, -1).to(torch.float32) for s in scores]
+            )
+            scored += len(batch)
+            if on_batch is not None:
+                on_batch(len(batch))
+    return scored

@@ -1,0 +1,195 @@
+"""`attnpo find-heads` end to end on a tiny random model: oracle and JSONL labels, resume, outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from attncore.aggregate import membership, step_scores_per_head
+from attncore.config import load_config
+from attncore.models import ModelConfig, load_model
+from attncore.prompts import THINK_OPEN
+from attncore.rollout.store import RolloutStore
+from attncore.rollout.types import Rollout
+from attncore.shards import write_json_atomic
+from attncore.synthetic.config import SyntheticConfig
+from attncore.synthetic.dataset import generate_examples
+from attncore.tiny import train_tokenizer
+from attnpo.artifact import read_heads
+from attnpo.find_heads import FindHeadsConfig, run_find_heads
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_rollout(tok, rid: str, question: str, gold: str, response: str, correct: bool) -> Rollout:
+    prompt = f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n{THINK_OPEN}"
+    completion = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    return Rollout(
+        rid, rid.split("#")[0], 0, "synthetic", question, gold, prompt,
+        tok(prompt, add_special_tokens=False)["input_ids"], completion, response, "stop", "tiny", 0, 0.0,
+        1.0, 0, 512, extra={"correct": correct},
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def probe_folder(tmp_path_factory):
+    """Testbed traces written as rollouts of the tiny tokenizer; every fourth one graded wrong."""
+    tok = train_tokenizer()
+    examples = generate_examples(
+        SyntheticConfig(count=12, seed=5, problem={"difficulty": (2, 3)}, trace={"redundancy": (0.3, 0.6)})
+    )
+    rollouts = [
+        make_rollout(
+            tok,
+            f"{e.id}#0",
+            e.problem.text,
+            str(e.problem.answer),
+            e.trace.text[len(THINK_OPEN) :],
+            i % 4 != 3,
+        )
+        for i, e in enumerate(examples)
+    ]
+    path = tmp_path_factory.mktemp("probe-rollouts")
+    RolloutStore(path, {"kind": "rollouts"}).append(rollouts)
+    return path, rollouts
+
+
+def config(model_dir: Path, rollouts: Path, out: Path, *overrides: str) -> FindHeadsConfig:
+    base = [
+        f"model.name={model_dir}",
+        f"probe.rollouts={rollouts}",
+        f"out={out}",
+        "tracking.mode=disabled",
+        "sra.bootstrap_samples=200",
+        "scoring.batch_size=3",
+        "selection.min_direction_sra=0.0",
+    ]
+    return load_config(FindHeadsConfig, None, [*base, *overrides])
+
+
+def test_find_heads_with_oracle_labels_scores_every_head_and_writes_the_outputs(
+    tiny_model_dir, probe_folder, tmp_path
+):
+    model_dir = tiny_model_dir("qwen2")
+    folder, rollouts = probe_folder
+    result = run_find_heads(config(model_dir, folder, tmp_path / "run"), progress=False)
+    out = result.out
+    labels = [json.loads(line) for line in (out / "labels.jsonl").read_text().splitlines()]
+    assert len(labels) == 9  # the 3 responses graded wrong are left out
+    assert all(set(row["labels"]) <= {"essential", "redundant", None} for row in labels)
+    table = json.loads((out / "sra.json").read_text())
+    assert len(table["sra"]) == 4 and len(table["sra"][0]) == 4  # 4 layers x 4 query heads
+    assert table["probe"]["left_out"] == {"incorrect": 3}
+    assert table["pairs"]["all"] == table["pairs"]["after"] + table["pairs"]["before"] > 0
+    heads = read_heads(out / "heads.yaml")
+    assert len(heads) == 3 and tuple(map(tuple, heads)) == result.heads
+    artifact = yaml.safe_load((out / "heads.yaml").read_text())
+    assert artifact["labels"]["kind"] == "oracle" and len(artifact["probe"]["hash"]) == 64
+    assert artifact["ensemble"]["sra"] == pytest.approx(table["greedy"][2]["sra"])
+    assert (out / "sra_heatmap.png").stat().st_size > 1000 and (out / "ensembles.png").stat().st_size > 1000
+    report = (out / "report.md").read_text()
+    assert "Best heads" in report and "greedy" in report
+    assert result.scored_now == 9
+
+    # The stored scores of one response equal the step scores computed from eager attention.
+    from attncore.steps import segment_response
+    from attnpo.head_scores import HeadScoreStore
+
+    loaded = load_model(ModelConfig(name=str(model_dir), attn_implementation="eager"))
+    rollout = next(r for r in rollouts if r.rollout_id == labels[0]["id"])
+    seg = segment_response(loaded.tokenizer, rollout.completion_ids)
+    ids = rollout.prompt_ids + rollout.completion_ids
+    with torch.no_grad():
+        attentions = loaded.model(torch.tensor([ids]), output_attentions=True).attentions
+    offset = len(rollout.prompt_ids)
+    f0, f1 = seg.answer_span(offset)
+    steps = membership([range(*s) for s in seg.step_spans(offset)], len(ids))
+    want = torch.stack([step_scores_per_head(a[0][:, f0:f1], steps) for a in attentions])  # (L, H, K)
+    store = HeadScoreStore.__new__(HeadScoreStore)
+    from attncore.shards import ShardedTable
+
+    store.table = ShardedTable.read_only(out / "scores")
+    from attnpo.probe import ProbeConfig, probe_items
+
+    items, _ = probe_items([rollout], loaded.tokenizer, seg_config(), ProbeConfig(rollouts=str(folder)))
+    got = store.read(items)[rollout.rollout_id]
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def seg_config():
+    from attncore.steps import StepSegmenterConfig
+
+    return StepSegmenterConfig()
+
+
+def test_jsonl_labels_and_resume_after_a_kill(tiny_model_dir, probe_folder, tmp_path):
+    model_dir = tiny_model_dir("qwen2")
+    folder, rollouts = probe_folder
+    first = run_find_heads(config(model_dir, folder, tmp_path / "oracle"), progress=False)
+    oracle_labels = (first.out / "labels.jsonl").read_text().splitlines()
+    # The same labels as a user file give the same heads and table.
+    labels_file = tmp_path / "labels.jsonl"
+    labels_file.write_text(
+        "\n".join(
+            json.dumps({k: v for k, v in json.loads(x).items() if k != "source"}) for x in oracle_labels
+        )
+    )
+    out = tmp_path / "jsonl"
+    cfg = config(model_dir, folder, out, "labels.kind=jsonl", f"labels.path={labels_file}")
+    full = run_find_heads(cfg, progress=False)
+    assert full.heads == first.heads
+    table = json.loads((out / "sra.json").read_text())
+    assert table["sra"] == json.loads((first.out / "sra.json").read_text())["sra"]
+    assert yaml.safe_load((out / "heads.yaml").read_text())["labels"]["kind"] == "jsonl"
+
+    # A run killed after its first batch: the manifest lists one shard (later shard files were never
+    # recorded). The rerun keeps that batch and scores only the rest, with the same result.
+    manifest_path = out / "scores" / "manifest-main.json"
+    manifest = json.loads(manifest_path.read_text())
+    kept = manifest["shards"][0]["rows"]
+    manifest["shards"] = manifest["shards"][:1]
+    write_json_atomic(manifest_path, manifest)
+    (out / "heads.yaml").unlink()
+    resumed = run_find_heads(cfg, progress=False)
+    assert resumed.scored_now == full.responses - kept and resumed.heads == full.heads
+    assert json.loads((out / "sra.json").read_text())["sra"] == table["sra"]
+
+    # A shard that fails its checksum is reported, not read.
+    shard = out / "scores" / json.loads(manifest_path.read_text())["shards"][0]["parts"]["scores"]["file"]
+    shard.write_bytes(shard.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(Exception, match="fails its checksum"):
+        run_find_heads(cfg, progress=False)
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    def run(*args):
+        code = "from attnpo.cli import main; main()"
+        return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("probe: {rollouts: x, data: {name: gsm8k}}\nlabels: {kind: oracle}\n")
+    result = run("find-heads", "--config", str(bad), "tracking.mode=disabled")
+    assert (
+        result.returncode == 2 and result.stderr.startswith("error: ") and "exactly one of" in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    missing = run(
+        "find-heads",
+        "probe.rollouts=/nonexistent",
+        f"out={tmp_path}/o",
+        "tracking.mode=disabled",
+        "model.name=/nonexistent-model",
+    )
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
