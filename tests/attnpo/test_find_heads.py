@@ -18,11 +18,14 @@ from attncore.prompts import THINK_OPEN
 from attncore.rollout.store import RolloutStore
 from attncore.rollout.types import Rollout
 from attncore.shards import write_json_atomic
+from attncore.steps import StepSegmenterConfig, segment_response
 from attncore.synthetic.config import SyntheticConfig
 from attncore.synthetic.dataset import generate_examples
 from attncore.tiny import train_tokenizer
 from attnpo.artifact import read_heads
 from attnpo.find_heads import FindHeadsConfig, run_find_heads
+from attnpo.head_scores import HeadScoreStore
+from attnpo.probe import ProbeConfig, probe_items
 
 
 @pytest.fixture(autouse=True)
@@ -104,9 +107,6 @@ def test_find_heads_with_oracle_labels_scores_every_head_and_writes_the_outputs(
     assert result.scored_now == 9
 
     # The stored scores of one response equal the step scores computed from eager attention.
-    from attncore.steps import segment_response
-    from attnpo.head_scores import HeadScoreStore
-
     loaded = load_model(ModelConfig(name=str(model_dir), attn_implementation="eager"))
     rollout = next(r for r in rollouts if r.rollout_id == labels[0]["id"])
     seg = segment_response(loaded.tokenizer, rollout.completion_ids)
@@ -117,26 +117,16 @@ def test_find_heads_with_oracle_labels_scores_every_head_and_writes_the_outputs(
     f0, f1 = seg.answer_span(offset)
     steps = membership([range(*s) for s in seg.step_spans(offset)], len(ids))
     want = torch.stack([step_scores_per_head(a[0][:, f0:f1], steps) for a in attentions])  # (L, H, K)
-    store = HeadScoreStore.__new__(HeadScoreStore)
-    from attncore.shards import ShardedTable
-
-    store.table = ShardedTable.read_only(out / "scores")
-    from attnpo.probe import ProbeConfig, probe_items
-
-    items, _ = probe_items([rollout], loaded.tokenizer, seg_config(), ProbeConfig(rollouts=str(folder)))
-    got = store.read(items)[rollout.rollout_id]
+    items, _ = probe_items(
+        [rollout], loaded.tokenizer, StepSegmenterConfig(), ProbeConfig(rollouts=str(folder))
+    )
+    got = HeadScoreStore.read_only(out / "scores").read(items)[rollout.rollout_id]
     assert torch.allclose(got, want, atol=1e-5)
-
-
-def seg_config():
-    from attncore.steps import StepSegmenterConfig
-
-    return StepSegmenterConfig()
 
 
 def test_jsonl_labels_and_resume_after_a_kill(tiny_model_dir, probe_folder, tmp_path):
     model_dir = tiny_model_dir("qwen2")
-    folder, rollouts = probe_folder
+    folder, _ = probe_folder
     first = run_find_heads(config(model_dir, folder, tmp_path / "oracle"), progress=False)
     oracle_labels = (first.out / "labels.jsonl").read_text().splitlines()
     # The same labels as a user file give the same heads and table.

@@ -59,6 +59,13 @@ class HeadScoreStore:
     def __init__(self, root: Path, meta: dict, overwrite: bool = False):
         self.table = ShardedTable(root, {"kind": "head-scores", **meta}, overwrite=overwrite)
 
+    @classmethod
+    def read_only(cls, root: Path) -> HeadScoreStore:
+        """Open a scores folder written earlier, for reading only."""
+        store = cls.__new__(cls)
+        store.table = ShardedTable.read_only(root)
+        return store
+
     def done(self) -> set[str]:
         return {i for _, t in self.table.iter_tables() for i in t.column("id").to_pylist()}
 
