@@ -14,13 +14,13 @@ import yaml
 from attncore.aggregate import membership, step_scores_per_head
 from attncore.config import load_config
 from attncore.models import ModelConfig, load_model
-from attncore.prompts import THINK_OPEN
 from attncore.rollout.store import RolloutStore
 from attncore.rollout.types import Rollout
 from attncore.shards import write_json_atomic
 from attncore.steps import StepSegmenterConfig, segment_response
 from attncore.synthetic.config import SyntheticConfig
 from attncore.synthetic.dataset import generate_examples
+from attncore.think import THINK_OPEN_LINE
 from attncore.tiny import train_tokenizer
 from attnpo.artifact import read_heads
 from attnpo.find_heads import FindHeadsConfig, run_find_heads
@@ -37,7 +37,7 @@ def one_thread():
 
 
 def make_rollout(tok, rid: str, question: str, gold: str, response: str, correct: bool) -> Rollout:
-    prompt = f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n{THINK_OPEN}"
+    prompt = f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n{THINK_OPEN_LINE}"
     completion = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     return Rollout(
         rid, rid.split("#")[0], 0, "synthetic", question, gold, prompt,
@@ -59,7 +59,7 @@ def probe_folder(tmp_path_factory):
             f"{e.id}#0",
             e.problem.text,
             str(e.problem.answer),
-            e.trace.text[len(THINK_OPEN) :],
+            e.trace.text[len(THINK_OPEN_LINE) :],
             i % 4 != 3,
         )
         for i, e in enumerate(examples)

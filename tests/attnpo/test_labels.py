@@ -126,7 +126,7 @@ def test_judges_run_through_the_rollout_engine_and_resume(tiny_model_dir, tmp_pa
 
 def test_the_embedded_model_can_judge(tmp_path):
     """SmolLM2-135M as a single greedy judge: a poor judge, but the path runs here end to end."""
-    source, labels, texts = judged(tmp_path, "smollm2-135m-instruct", 1, 3, [probe(steps=STEPS[:2])])
+    _, labels, texts = judged(tmp_path, "smollm2-135m-instruct", 1, 3, [probe(steps=STEPS[:2])])
     votes = tuple(read_verdict(texts[0][step_problem_id("r#0", i)]) for i in range(2))
     assert labels == [votes]
     assert all(t.strip() for t in texts[0].values())

@@ -32,8 +32,7 @@ from attncore.prompts import PromptConfig
 from attncore.rollout.store import RolloutStore
 from attncore.rollout.types import SamplingConfig, rollout_id
 from attncore.shards import file_sha256
-from attncore.synthetic.arithmetic import numbers_in
-from attncore.synthetic.oracle import Label, boxed_answer, label_steps
+from attncore.synthetic.oracle import Label, label_answered_steps
 from attncore.tracking import TrackingConfig
 
 ESSENTIAL, REDUNDANT = "essential", "redundant"
@@ -78,17 +77,15 @@ class OracleLabels:
         self.cfg = cfg
 
     def provenance(self) -> dict:
-        return {"kind": "oracle", "rule": "attncore.synthetic.oracle.label_steps"}
+        return {"kind": "oracle", "rule": "attncore.synthetic.oracle.label_answered_steps"}
 
     def label(self, responses: list[ProbeResponse], progress: bool = True) -> list[tuple[StepLabel, ...]]:
-        out = []
-        for r in responses:
-            quantities = numbers_in(r.problem)
-            labelling = label_steps(r.steps, quantities, boxed_answer(r.answer))
-            if labelling.final_answer is None:  # no boxed number: trace back from the gold answer
-                labelling = label_steps(r.steps, quantities, r.gold)
-            out.append(tuple(_ORACLE[label] for label in labelling.labels))
-        return out
+        return [
+            tuple(
+                _ORACLE[label] for label in label_answered_steps(r.steps, r.problem, r.answer, r.gold).labels
+            )
+            for r in responses
+        ]
 
 
 # --- JSONL file -----------------------------------------------------------------------------------------

@@ -146,10 +146,19 @@ def label_trace(
     into step texts (by default the AttnPO segmenter in clean mode).
     """
     thinking, answer = split_trace(trace)
+    issues = [] if answer is not None else [f"missing {THINK_CLOSE}"]
+    steps = list(segment(thinking)) if thinking.strip() else []
+    labelling = label_answered_steps(steps, problem_text, answer or "", gold_answer)
+    return Labelling(labelling.steps, labelling.final_answer, (*issues, *labelling.issues))
+
+
+def label_answered_steps(
+    steps: Sequence[str], problem_text: str, answer: str, gold_answer: str | int | None
+) -> Labelling:
+    """Label steps already cut from a trace, given the text after its thinking: the final answer is the
+    last `\\boxed{}` of `answer` when it is a number, else the gold answer."""
     issues = []
-    if answer is None:
-        issues.append(f"missing {THINK_CLOSE}")
-    boxed = extract_boxed(answer or "")
+    boxed = extract_boxed(answer)
     boxed = None if boxed is None else boxed.strip()
     final = _fraction(boxed) if boxed is not None else None
     if boxed is None:
@@ -158,7 +167,6 @@ def label_trace(
         issues.append(f"boxed answer {boxed!r} is not a number")
     if final is None:
         final = None if gold_answer is None else _fraction(gold_answer)
-    steps = list(segment(thinking)) if thinking.strip() else []
     labelling = label_steps(steps, numbers_in(problem_text), final)
     return Labelling(labelling.steps, labelling.final_answer, (*issues, *labelling.issues))
 
