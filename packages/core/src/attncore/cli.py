@@ -66,5 +66,32 @@ def grade(
     typer.echo(f"graded {graded} rollouts in {rollouts}")
 
 
+@app.command()
+def sweep(
+    file: Annotated[Path, typer.Argument(help="A sweep file in wandb's format (e.g. experiments/eval/sweep.yaml).")],
+    trials: Annotated[
+        int | None, typer.Option("--trials", "-n", min=1, help="Run at most N trials (random and bayes need it).")
+    ] = None,
+    parallel: Annotated[int, typer.Option("--parallel", "-j", min=1, help="Trials run at once.")] = 1,
+    out: Annotated[Path | None, typer.Option(help="Sweep folder (default runs/sweeps/<name>).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random and bayes searches.")] = 0,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run failed trials again.")] = False,
+    quiet: Quiet = False,
+):
+    """Run a wandb sweep file here, without a wandb server: each trial is the file's command with the
+    sampled parameters (wandb's macros; `${args_no_hyphens}` gives our `key=value` overrides), its
+    outputs in `<sweep folder>/trials/<id>`, its metric read from the trial's summary, each a wandb run
+    grouped under the sweep (offline without an API key). Grid and random as in wandb, bayes through
+    Optuna (SQLite). Rerun the same command to continue a killed sweep; finished trials are kept.
+    Ends with results.md, results.csv and metric_vs_parameters.png in the sweep folder.
+    """
+    from attncore.sweeps.report import RESULTS_MD
+    from attncore.sweeps.runner import run_sweep
+
+    folder = run_sweep(file, trials, parallel, out, seed, retry_failed, progress=not quiet)
+    typer.echo((folder / RESULTS_MD).read_text().rstrip())
+    typer.echo(f"sweep: {folder}")
+
+
 def main() -> None:
     run_app(app)

@@ -10,6 +10,7 @@ import typer
 
 from attncore.config import Config, load_config
 from attncore.errors import UserError
+from attncore.sweeps.trial import trial_dir
 
 C = TypeVar("C", bound=Config)
 
@@ -43,8 +44,16 @@ def add_version_option(app: typer.Typer, name: str, version: str) -> None:
 
 
 def config_from_cli(cls: type[C], config: Path | None, overrides: list[str] | None) -> C:
-    """Load `cls` from `--config` plus positional `key=value` overrides."""
-    return load_config(cls, config, overrides or [])
+    """Load `cls` from `--config` plus positional `key=value` overrides.
+
+    Inside a sweep trial a job's `out` is the trial's folder, unless the command line sets `out=`, so
+    the trials of one sweep never write into (or resume) each other's outputs.
+    """
+    overrides = list(overrides or [])
+    folder = trial_dir()
+    if folder is not None and "out" in cls.model_fields and not any(o.startswith("out=") for o in overrides):
+        overrides.append(f"out={folder}")
+    return load_config(cls, config, overrides)
 
 
 def run_app(app: typer.Typer) -> None:

@@ -2,7 +2,9 @@
 
 `mode="auto"` logs online when an API key is configured (environment or ~/.netrc) and offline
 otherwise; offline runs land beside the job's outputs and can be uploaded later with `wandb sync`.
-`--no-wandb` (mode "disabled") turns tracking off.
+`--no-wandb` (mode "disabled") turns tracking off. Inside a sweep trial the run joins the sweep's group
+(`$WANDB_RUN_GROUP`, set by `attncore sweep`) and the final metrics also go to the trial's summary file,
+where the sweep reads its metric, whatever the mode.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from attncore.config import Config
+from attncore.sweeps.trial import write_trial_summary
 
 Mode = Literal["auto", "online", "offline", "disabled"]
 
@@ -64,7 +67,7 @@ class Tracker:
             project=cfg.project,
             entity=cfg.entity,
             name=cfg.run_name,
-            group=cfg.group,
+            group=os.environ.get("WANDB_RUN_GROUP") or cfg.group,
             tags=[job, *cfg.tags],
             job_type=job,
             config=config,
@@ -78,6 +81,8 @@ class Tracker:
             self.run.log(metrics, step=step)
 
     def summary(self, metrics: dict[str, Any]) -> None:
+        """Final metrics: the run's summary and, inside a sweep trial, the trial's summary file."""
+        write_trial_summary(metrics)
         if self.run is not None:
             self.run.summary.update(metrics)
 
@@ -85,3 +90,14 @@ class Tracker:
         if self.run is not None:
             self.run.finish()
             self.run = None
+
+
+def report_to_active_run(metrics: dict[str, Any]) -> None:
+    """Final metrics of a job whose wandb run another library opened (TRL's callback): into that run's
+    summary when one is open, and into the sweep trial's summary file inside a sweep."""
+    import sys
+
+    write_trial_summary(metrics)
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.run.summary.update(metrics)

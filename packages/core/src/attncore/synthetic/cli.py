@@ -27,6 +27,7 @@ from attncore.synthetic.oracle import (
     redundancy_ratio,
 )
 from attncore.synthetic.stats import summarize
+from attncore.tracking import report_to_active_run
 
 app = new_app("Synthetic overthinking testbed: generate problems with labelled traces; label traces.")
 
@@ -191,6 +192,19 @@ def train_model(
         typer.echo(f"rollouts -> {rollouts}")
         results["evaluation"] = evaluation.as_dict()
     (Path(figures["checkpoint"]) / "testbed.results.json").write_text(json.dumps(results, indent=1))
+    report_to_active_run(_flat_figures("testbed", results))
+
+
+def _flat_figures(prefix: str, tree: dict[str, Any]) -> dict[str, float]:
+    """Numeric leaves of nested figures as `prefix/key/subkey` (wandb summary keys)."""
+    flat: dict[str, float] = {}
+    for key, value in tree.items():
+        name = f"{prefix}/{key}"
+        if isinstance(value, dict):
+            flat.update(_flat_figures(name, value))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            flat[name] = value
+    return flat
 
 
 @app.command()
