@@ -83,17 +83,23 @@ def state(folder: Path) -> dict:
 
 
 def test_grid_sweep_runs_every_point_and_reports(sweep_file, tmp_path):
-    path = sweep_file("grid", {"x": {"values": [0.0, 0.25, 0.5]}, "opt": {"values": ["a", "b"]}, "sleep": {"value": 0}})
+    path = sweep_file(
+        "grid", {"x": {"values": [0.0, 0.25, 0.5]}, "opt": {"values": ["a", "b"]}, "sleep": {"value": 0}}
+    )
     folder = run_sweep(path, out=tmp_path / "sweep", progress=False)
     trials = state(folder)["trials"]
-    assert [t["params"] for t in trials][:2] == [{"x": 0.0, "opt": "a", "sleep": 0}, {"x": 0.0, "opt": "b", "sleep": 0}]
+    assert [t["params"] for t in trials][:2] == [
+        {"x": 0.0, "opt": "a", "sleep": 0},
+        {"x": 0.0, "opt": "b", "sleep": 0},
+    ]
     assert len(trials) == 6 and all(t["status"] == "finished" for t in trials)
     for t in trials:
         assert t["metric"] == pytest.approx(score(t["params"]["x"], t["params"]["opt"]))
         summary = json.loads((folder / "trials" / t["id"] / TRIAL_SUMMARY).read_text())
-        assert summary["group"] == folder.name or summary["group"] == state(folder)["name"]
-    rows = list(csv.DictReader(open(folder / RESULTS_CSV)))
-    assert [r["trial"] for r in rows][0] == "t0003", "x=0.25, opt=b scores best"
+        assert summary["group"] == state(folder)["name"] == f"{tmp_path.name}-grid", "WANDB_RUN_GROUP"
+    with open(folder / RESULTS_CSV) as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[0]["trial"] == "t0003", "x=0.25, opt=b scores best"
     assert [float(r["score"]) for r in rows] == sorted((float(r["score"]) for r in rows), reverse=True)
     markdown = (folder / RESULTS_MD).read_text()
     assert markdown.startswith("6 trials: 6 finished; best t0003 with score = 0.0975")
@@ -128,7 +134,9 @@ def test_random_sweep_is_seeded_and_extends(sweep_file, tmp_path):
 def test_bayes_sweep_keeps_its_study_in_sqlite(sweep_file, tmp_path):
     import optuna
 
-    path = sweep_file("bayes", {"x": {"min": 0.0, "max": 1.0}, "opt": {"values": ["a", "b"]}, "sleep": {"value": 0}})
+    path = sweep_file(
+        "bayes", {"x": {"min": 0.0, "max": 1.0}, "opt": {"values": ["a", "b"]}, "sleep": {"value": 0}}
+    )
     folder = run_sweep(path, trials=3, out=tmp_path / "b", progress=False)
     folder = run_sweep(path, trials=5, out=tmp_path / "b", progress=False)
     trials = state(folder)["trials"]
@@ -143,7 +151,9 @@ def test_bayes_sweep_keeps_its_study_in_sqlite(sweep_file, tmp_path):
 
 
 def test_parallel_trials_overlap_and_failures_are_recorded(sweep_file, tmp_path):
-    path = sweep_file("grid", {"x": {"values": [0.1, 0.2, 0.3, 0.4]}, "sleep": {"value": 0.5}, "fail_x": {"value": 0.3}})
+    path = sweep_file(
+        "grid", {"x": {"values": [0.1, 0.2, 0.3, 0.4]}, "sleep": {"value": 0.5}, "fail_x": {"value": 0.3}}
+    )
     folder = run_sweep(path, parallel=2, out=tmp_path / "p", progress=False)
     trials = {t["id"]: t for t in state(folder)["trials"]}
     assert trials["t0002"]["status"] == "failed" and trials["t0002"]["returncode"] == 3
@@ -162,10 +172,18 @@ def test_parallel_trials_overlap_and_failures_are_recorded(sweep_file, tmp_path)
 def test_missing_metric_fails_the_trial_and_target_stops_the_sweep(sweep_file, tmp_path):
     path = sweep_file("grid", {"x": {"values": [0.3, 0.0]}}, metric={"name": "loss", "goal": "minimize"})
     folder = run_sweep(path, out=tmp_path / "m", progress=False)
-    assert {t["error"] for t in state(folder)["trials"]} == {f"metric 'loss' not in {TRIAL_SUMMARY} (keys: group, score)"}
-    path = sweep_file("grid", {"x": {"values": [0.0, 0.3, 0.5]}}, metric={"name": "score", "goal": "maximize", "target": -0.01})
+    assert {t["error"] for t in state(folder)["trials"]} == {
+        f"metric 'loss' not in {TRIAL_SUMMARY} (keys: group, score)"
+    }
+    path = sweep_file(
+        "grid",
+        {"x": {"values": [0.0, 0.3, 0.5]}},
+        metric={"name": "score", "goal": "maximize", "target": -0.01},
+    )
     folder = run_sweep(path, out=tmp_path / "t", progress=False)
-    assert [t["status"] for t in state(folder)["trials"]] == ["finished", "finished"], "x=0.3 reaches the target"
+    assert [t["status"] for t in state(folder)["trials"]] == ["finished", "finished"], (
+        "x=0.3 reaches the target"
+    )
 
 
 def run_cli(*args: str, **kwargs) -> subprocess.Popen:
@@ -184,7 +202,12 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(sweep_file, tmp_
     process, runs that trial again, keeps the finished ones and completes the sweep."""
     path = sweep_file(
         "grid",
-        {"x": {"values": [0.1, 0.2, 0.35]}, "sleep": {"value": 0.2}, "hang_x": {"value": 0.2}, "hang": {"value": 120}},
+        {
+            "x": {"values": [0.1, 0.2, 0.35]},
+            "sleep": {"value": 0.2},
+            "hang_x": {"value": 0.2},
+            "hang": {"value": 120},
+        },
     )
     folder = tmp_path / "k"
     runner = run_cli(str(path), "--out", str(folder), "-q")
@@ -209,7 +232,9 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(sweep_file, tmp_
     assert not Path(f"/proc/{left_over}").exists(), "the left-over trial was stopped"
     trials = state(folder)["trials"]
     assert [t["status"] for t in trials] == ["finished"] * 3
-    assert [kind for kind, _ in events(folder, "t0000")] == ["start", "end"], "finished before the kill: not rerun"
+    assert [kind for kind, _ in events(folder, "t0000")] == ["start", "end"], (
+        "finished before the kill: not rerun"
+    )
     assert [kind for kind, _ in events(folder, "t0001")] == ["start", "start", "end"], "killed: run again"
     assert [kind for kind, _ in events(folder, "t0002")] == ["start", "end"]
     assert "3 trials: 3 finished; best t0002" in out and f"sweep: {folder}" in out
@@ -218,9 +243,11 @@ def test_killed_sweep_resumes_without_rerunning_finished_trials(sweep_file, tmp_
 @pytest.mark.slow
 def test_bad_sweep_file_exits_2_with_one_line(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("method: grid\nparameters:\n  lr: {min: 0.1, max: 1.0}\nmetric: {name: s}\nprogram: p.py\n")
+    path.write_text(
+        "method: grid\nparameters:\n  lr: {min: 0.1, max: 1.0}\nmetric: {name: s}\nprogram: p.py\n"
+    )
     proc = run_cli(str(path))
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and err.startswith("error: ") and err.count("\n") == 1
     assert "grid search takes value, values, int_uniform or q_uniform parameters, not lr" in err
 
@@ -278,3 +305,51 @@ def test_trials_of_attncore_jobs_are_offline_wandb_runs_grouped_under_the_sweep(
         runs = list((trial_folder / "wandb").glob("offline-run-*"))
         assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
     assert os.environ.get("WANDB_MODE") is None, "the runner leaves its own environment alone"
+
+
+def test_inside_a_trial_jobs_write_into_its_folder(tmp_path, monkeypatch):
+    """The trial contract of our jobs: `out` is the trial folder unless the command sets it, and final
+    metrics land in the trial summary even with wandb off; under a wandb agent the folder comes from
+    the agent's sweep and run ids."""
+    from attncore.cli_support import config_from_cli
+    from attncore.config import Config
+    from attncore.tracking import Tracker, TrackingConfig
+
+    class Job(Config):
+        out: str = "runs/job"
+        x: int = 0
+
+    for name in ("ATTNCORE_TRIAL_DIR", "WANDB_SWEEP_ID", "WANDB_RUN_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert config_from_cli(Job, None, ["x=1"]).out == "runs/job", "outside a sweep nothing changes"
+    monkeypatch.setenv("WANDB_SWEEP_ID", "abc123")
+    monkeypatch.setenv("WANDB_RUN_ID", "run7")
+    assert config_from_cli(Job, None, []).out == str(Path("runs/sweeps/abc123/run7"))
+    monkeypatch.setenv("ATTNCORE_TRIAL_DIR", str(tmp_path / "t0001"))
+    assert config_from_cli(Job, None, ["x=1"]).out == str(tmp_path / "t0001")
+    assert config_from_cli(Job, None, ["out=mine"]).out == "mine", "an explicit out wins"
+
+    tracker = Tracker(TrackingConfig(mode="disabled"), {}, tmp_path / "t0001", job="test")
+    tracker.summary({"eval/gsm8k/pass@1": 0.25})
+    tracker.summary({"tokens": 10})
+    assert json.loads((tmp_path / "t0001" / TRIAL_SUMMARY).read_text()) == {
+        "eval/gsm8k/pass@1": 0.25,
+        "tokens": 10,
+    }
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_running_trial_and_leaves_it_to_resume(sweep_file, tmp_path):
+    path = sweep_file("grid", {"x": {"values": [0.2, 0.4]}, "hang_x": {"value": 0.2}, "hang": {"value": 120}})
+    folder = tmp_path / "term"
+    runner = run_cli(str(path), "--out", str(folder), "-q")
+    deadline = time.monotonic() + 60
+    while not (folder / "trials" / "t0000" / "events.txt").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pid = state(folder)["trials"][0]["pid"]
+    runner.send_signal(signal.SIGTERM)
+    runner.communicate(timeout=60)
+    assert runner.returncode == 130
+    assert not Path(f"/proc/{pid}").exists(), "the trial was stopped with its runner"
+    assert [t["status"] for t in state(folder)["trials"]] == ["pending"]
+    assert "1 trials: 1 pending" in (folder / RESULTS_MD).read_text()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import re
 import signal
@@ -127,7 +128,10 @@ class _Runner:
         self.bayes = BayesSearch(spec, folder, state.name, seed) if spec.method == "bayes" else None
         self.grid = grid_points(spec) if spec.method == "grid" else None
         self.running: dict[str, tuple[subprocess.Popen, float]] = {}
-        self.stop_launching = False
+        assert self.metric is not None
+        self.stop_launching = any(
+            r.metric is not None and self.metric.reached(r.metric) for r in state.trials
+        )
 
     def trial_folder(self, record: TrialRecord) -> Path:
         return self.folder / "trials" / record.id
@@ -179,9 +183,11 @@ class _Runner:
             summary = read_trial_summary(self.trial_folder(record))
             if summary is None:
                 error = f"no {TRIAL_SUMMARY} in its folder"
-            elif not isinstance(summary.get(self.metric.name), int | float):
+            elif self.metric.name not in summary:
                 keys = ", ".join(sorted(summary)) or "none"
                 error = f"metric {self.metric.name!r} not in {TRIAL_SUMMARY} (keys: {keys})"
+            elif not _is_number(summary[self.metric.name]):
+                error = f"metric {self.metric.name!r} is {summary[self.metric.name]!r}, not a finite number"
             else:
                 value = float(summary[self.metric.name])
         record.status = "finished" if value is not None else "failed"
@@ -225,6 +231,13 @@ class _Runner:
         self.running.clear()
         self.state.save(self.folder)
 
+    def report(self, record: TrialRecord, bar: tqdm) -> None:
+        assert self.metric is not None
+        bar.update(1)
+        bar.write(_trial_line(record, self.metric.name))
+        if self.stop_launching and record.metric is not None and self.metric.reached(record.metric):
+            bar.write(f"metric target reached by {record.id}: no further trials")
+
     def run(self, parallel: int, progress: bool) -> None:
         ended = sum(r.status in ("finished", "failed") for r in self.state.trials)
         bar = tqdm(total=self.budget, initial=ended, desc=f"sweep {self.state.name}", unit="trial",
@@ -236,19 +249,22 @@ class _Runner:
                     if record is None:
                         break
                     self.launch(record)
+                    if record.status == "failed":  # its command could not start
+                        self.report(record, bar)
                 if not self.running:
                     break
                 time.sleep(POLL_SECONDS)
                 for record in self.poll():
-                    bar.update(1)
-                    bar.write(_trial_line(record, self.metric.name if self.metric else "metric"))
-                    if self.stop_launching and record.metric is not None:
-                        bar.write(f"metric target reached by {record.id}: no further trials")
+                    self.report(record, bar)
         except KeyboardInterrupt:
             self.stop_all()
             raise
         finally:
             bar.close()
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _trial_line(record: TrialRecord, metric: str) -> str:
@@ -318,5 +334,5 @@ def run_sweep(
             runner.run(parallel, progress)
         finally:
             signal.signal(signal.SIGTERM, previous)
-        write_report(state.trials, spec, folder)
+            write_report(state.trials, spec, folder)
     return folder
