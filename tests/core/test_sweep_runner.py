@@ -332,6 +332,8 @@ def test_inside_a_trial_jobs_write_into_its_folder(tmp_path, monkeypatch):
     tracker = Tracker(TrackingConfig(mode="disabled"), {}, tmp_path / "t0001", job="test")
     tracker.summary({"eval/gsm8k/pass@1": 0.25})
     tracker.summary({"tokens": 10})
+    nested = Tracker(TrackingConfig(mode="disabled"), {}, tmp_path / "t0001" / "gsm8k", job="rollout")
+    nested.summary({"rollout/accuracy": 0.5})  # a suite's per-benchmark job: the suite reports
     assert json.loads((tmp_path / "t0001" / TRIAL_SUMMARY).read_text()) == {
         "eval/gsm8k/pass@1": 0.25,
         "tokens": 10,

@@ -57,6 +57,7 @@ class Tracker:
 
     def __init__(self, cfg: TrackingConfig, config: dict[str, Any], out_dir: str | Path, job: str):
         self.mode = resolve_mode(cfg.mode)
+        self.out_dir = Path(out_dir)
         self.run = None
         if self.mode == "disabled":
             return
@@ -82,7 +83,7 @@ class Tracker:
 
     def summary(self, metrics: dict[str, Any]) -> None:
         """Final metrics: the run's summary and, inside a sweep trial, the trial's summary file."""
-        write_trial_summary(metrics)
+        write_trial_summary(metrics, self.out_dir)
         if self.run is not None:
             self.run.summary.update(metrics)
 

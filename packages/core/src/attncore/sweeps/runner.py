@@ -78,9 +78,12 @@ class SweepState:
         path = folder / STATE_NAME
         if not path.is_file():
             return None
-        data = json.loads(path.read_text())
-        data["trials"] = [TrialRecord(**t) for t in data["trials"]]
-        return cls(**data)
+        try:
+            data = json.loads(path.read_text())
+            data["trials"] = [TrialRecord(**t) for t in data["trials"]]
+            return cls(**data)
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise UserError(f"{path}: not a sweep state this runner wrote ({exc})") from None
 
 
 def sweep_name(spec: SweepSpec, path: Path) -> str:
@@ -121,8 +124,10 @@ def _stop_leftover(record: TrialRecord, folder: Path) -> None:
 
 
 class _Runner:
-    def __init__(self, spec: SweepSpec, path: Path, folder: Path, state: SweepState, budget: int, seed: int):
-        self.spec, self.path, self.folder, self.state = spec, path, folder, state
+    """Launches trials up to the parallel limit, polls them, records each result as it comes."""
+
+    def __init__(self, spec: SweepSpec, folder: Path, state: SweepState, budget: int, seed: int):
+        self.spec, self.folder, self.state = spec, folder, state
         self.budget, self.seed = budget, seed
         self.metric = spec.metric
         self.bayes = BayesSearch(spec, folder, state.name, seed) if spec.method == "bayes" else None
@@ -165,9 +170,13 @@ class _Runner:
             log.flush()
             try:
                 proc = subprocess.Popen(
-                    argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )  # fmt: skip
+                    argv,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group: stopped as a whole
+                )
             except OSError as exc:
                 self.finish(record, None, f"could not start {argv[0]!r}: {exc.strerror}", 0.0)
                 return
@@ -240,8 +249,13 @@ class _Runner:
 
     def run(self, parallel: int, progress: bool) -> None:
         ended = sum(r.status in ("finished", "failed") for r in self.state.trials)
-        bar = tqdm(total=self.budget, initial=ended, desc=f"sweep {self.state.name}", unit="trial",
-                   disable=not progress)  # fmt: skip
+        bar = tqdm(
+            total=self.budget,
+            initial=ended,
+            desc=f"sweep {self.state.name}",
+            unit="trial",
+            disable=not progress,
+        )
         try:
             while True:
                 while len(self.running) < parallel and not self.stop_launching:
@@ -322,13 +336,13 @@ def run_sweep(
         state.save(folder)
         if spec.early_terminate is not None and progress:
             print("note: early_terminate is applied by a wandb server only; every trial here runs to its end")
-        runner = _Runner(spec, path, folder, state, budget, seed)
+        runner = _Runner(spec, folder, state, budget, seed)
         if runner.bayes is not None:
+            asked = [r for r in state.trials if r.optuna_number is not None]
             runner.bayes.reconcile(
-                {r.optuna_number: r.metric for r in state.trials if r.status in ("finished", "failed")
-                 and r.optuna_number is not None},
-                {r.optuna_number for r in state.trials if r.status == "pending" and r.optuna_number is not None},
-            )  # fmt: skip
+                {r.optuna_number: r.metric for r in asked if r.status in ("finished", "failed")},
+                {r.optuna_number for r in asked if r.status == "pending"},
+            )
         previous = signal.signal(signal.SIGTERM, _raise_on_term)
         try:
             runner.run(parallel, progress)

@@ -33,10 +33,16 @@ def trial_dir() -> Path | None:
     return None
 
 
-def write_trial_summary(metrics: dict[str, Any]) -> None:
-    """Merge final metrics into the trial's summary file (like a wandb summary update); no-op outside a trial."""
+def write_trial_summary(metrics: dict[str, Any], out_dir: str | Path | None = None) -> None:
+    """Merge final metrics into the trial's summary file (like a wandb summary update); no-op outside a trial.
+
+    A job whose `out_dir` lies inside the trial's folder is part of a bigger job (an eval suite's rollouts
+    of one benchmark) and leaves the reporting to it.
+    """
     folder = trial_dir()
     if folder is None:
+        return
+    if out_dir is not None and folder.resolve() in Path(out_dir).resolve().parents:
         return
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / TRIAL_SUMMARY
