@@ -271,3 +271,47 @@ def test_trial_command_expands_macros(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "args.json").read_text()) == {"lr": 0.5, "n": 2}
     default = trial_command(SweepSpec.model_validate(BASE), {"lr": 0.5}, tmp_path)
     assert default == ["/usr/bin/env", sys.executable, "train.py", "--lr=0.5"]
+
+
+def eval_reported_keys() -> dict[str, float]:
+    """The summary an eval run reports, from a real report of a two-problem benchmark, one right."""
+    import pyarrow as pa
+
+    from attncore.eval.report import RunReport, benchmark_metrics
+    from attncore.eval.suite import _flat_metrics
+
+    table = pa.table(
+        {
+            "problem_id": ["p1", "p2"],
+            "correct": [True, False],
+            "n_completion_tokens": [10, 20],
+            "n_thinking_tokens": [0, 0],
+            "n_answer_tokens": [10, 20],
+            "finish_reason": ["stop", "length"],
+            "grade_mode": ["gsm8k", "gsm8k"],
+            "grade_reason": ["match", "mismatch"],
+        }
+    )
+    return _flat_metrics(RunReport("run", "model", {"gsm8k": benchmark_metrics("gsm8k", table)}))
+
+
+def testbed_reported_keys() -> dict[str, float]:
+    """The summary `synth train-model` reports, from a real evaluation record."""
+    from attncore.synthetic.cli import _flat_figures
+    from attncore.synthetic.evaluation import TestbedEvaluation
+
+    evaluation = TestbedEvaluation(100, 0.5, 0.9, 0.3, 120.0, 150.0, 0.02, {2: 0.6, 3: 0.4})
+    return _flat_figures("testbed", {"training": {"train_loss": 0.7}, "evaluation": evaluation.as_dict()})
+
+
+@pytest.mark.parametrize(
+    ("sweep_file", "reported", "expected"),
+    [
+        ("experiments/eval/sweep.yaml", eval_reported_keys, 0.5),
+        ("experiments/testbed/sweep.yaml", testbed_reported_keys, 0.5),
+    ],
+)
+def test_shipped_sweep_metric_is_a_key_its_job_reports(sweep_file, reported, expected):
+    spec = load_sweep(REPO / sweep_file)
+    assert spec.metric is not None
+    assert reported()[spec.metric.name] == pytest.approx(expected)
