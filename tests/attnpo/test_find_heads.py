@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,59 +12,12 @@ import yaml
 from attncore.aggregate import membership, step_scores_per_head
 from attncore.config import load_config
 from attncore.models import ModelConfig, load_model
-from attncore.rollout.store import RolloutStore
-from attncore.rollout.types import Rollout
 from attncore.shards import write_json_atomic
 from attncore.steps import StepSegmenterConfig, segment_response
-from attncore.synthetic.config import SyntheticConfig
-from attncore.synthetic.dataset import generate_examples
-from attncore.think import THINK_OPEN_LINE
-from attncore.tiny import train_tokenizer
 from attnpo.artifact import read_heads
 from attnpo.find_heads import FindHeadsConfig, run_find_heads
 from attnpo.head_scores import HeadScoreStore
 from attnpo.probe import ProbeConfig, probe_items
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def make_rollout(tok, rid: str, question: str, gold: str, response: str, correct: bool) -> Rollout:
-    prompt = f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n{THINK_OPEN_LINE}"
-    completion = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    return Rollout(
-        rid, rid.split("#")[0], 0, "synthetic", question, gold, prompt,
-        tok(prompt, add_special_tokens=False)["input_ids"], completion, response, "stop", "tiny", 0, 0.0,
-        1.0, 0, 512, extra={"correct": correct},
-    )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def probe_folder(tmp_path_factory):
-    """Testbed traces written as rollouts of the tiny tokenizer; every fourth one graded wrong."""
-    tok = train_tokenizer()
-    examples = generate_examples(
-        SyntheticConfig(count=12, seed=5, problem={"difficulty": (2, 3)}, trace={"redundancy": (0.3, 0.6)})
-    )
-    rollouts = [
-        make_rollout(
-            tok,
-            f"{e.id}#0",
-            e.problem.text,
-            str(e.problem.answer),
-            e.trace.text[len(THINK_OPEN_LINE) :],
-            i % 4 != 3,
-        )
-        for i, e in enumerate(examples)
-    ]
-    path = tmp_path_factory.mktemp("probe-rollouts")
-    RolloutStore(path, {"kind": "rollouts"}).append(rollouts)
-    return path, rollouts
 
 
 def config(model_dir: Path, rollouts: Path, out: Path, *overrides: str) -> FindHeadsConfig:
@@ -87,7 +38,8 @@ def test_find_heads_with_oracle_labels_scores_every_head_and_writes_the_outputs(
 ):
     model_dir = tiny_model_dir("qwen2")
     folder, rollouts = probe_folder
-    result = run_find_heads(config(model_dir, folder, tmp_path / "run"), progress=False)
+    causal = ["causal.enabled=true", "causal.max_responses=3", "causal.sampling.max_tokens=4"]
+    result = run_find_heads(config(model_dir, folder, tmp_path / "run", *causal), progress=False)
     out = result.out
     labels = [json.loads(line) for line in (out / "labels.jsonl").read_text().splitlines()]
     assert len(labels) == 9  # the 3 responses graded wrong are left out
@@ -103,7 +55,10 @@ def test_find_heads_with_oracle_labels_scores_every_head_and_writes_the_outputs(
     assert artifact["ensemble"]["sra"] == pytest.approx(table["greedy"][2]["sra"])
     assert (out / "sra_heatmap.png").stat().st_size > 1000 and (out / "ensembles.png").stat().st_size > 1000
     report = (out / "report.md").read_text()
-    assert "Best heads" in report and "greedy" in report
+    assert "Best heads" in report and "greedy" in report and "Causal check: 1 step(s) removed, 3" in report
+    causal = json.loads((out / "causal.json").read_text())
+    assert causal["responses"] == 3 and set(causal["accuracy"]) == {"original", "without_low", "without_high"}
+    assert len((out / "causal" / "answers.jsonl").read_text().splitlines()) == 9
     assert result.scored_now == 9
 
     # The stored scores of one response equal the step scores computed from eager attention.
@@ -163,23 +118,12 @@ def test_jsonl_labels_and_resume_after_a_kill(tiny_model_dir, probe_folder, tmp_
         run_find_heads(cfg, progress=False)
 
 
-def test_cli_errors_are_one_line(tmp_path):
-    def run(*args):
-        code = "from attnpo.cli import main; main()"
-        return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
-
+def test_cli_errors_are_one_line(tmp_path, attnpo_cli):
     bad = tmp_path / "bad.yaml"
     bad.write_text("probe: {rollouts: x, data: {name: gsm8k}}\nlabels: {kind: oracle}\n")
-    result = run("find-heads", "--config", str(bad), "tracking.mode=disabled")
-    assert (
-        result.returncode == 2 and result.stderr.startswith("error: ") and "exactly one of" in result.stderr
+    code, _, err = attnpo_cli("find-heads", "--config", str(bad), "tracking.mode=disabled")
+    assert code == 2 and err.startswith("error: ") and "exactly one of" in err and err.count("\n") == 1
+    code, _, err = attnpo_cli(
+        "find-heads", f"probe.rollouts={tmp_path}/none", f"out={tmp_path}/o", "--no-wandb"
     )
-    assert "Traceback" not in result.stderr
-    missing = run(
-        "find-heads",
-        "probe.rollouts=/nonexistent",
-        f"out={tmp_path}/o",
-        "tracking.mode=disabled",
-        "model.name=/nonexistent-model",
-    )
-    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1

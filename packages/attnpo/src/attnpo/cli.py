@@ -51,5 +51,20 @@ def find_heads(
     typer.echo(f"outputs: {result.out}")
 
 
+@app.command("head-stability")
+def head_stability(
+    run_a: Annotated[Path, typer.Argument(help="find-heads output folder of one checkpoint.")],
+    run_b: Annotated[Path, typer.Argument(help="find-heads output folder of another checkpoint.")],
+):
+    """Pearson r of per-head SRA between two checkpoints (two find-heads runs on the same probe set)."""
+    from attnpo.stability import read_sra_table, sra_stability
+
+    (a, probe_a), (b, probe_b) = read_sra_table(run_a), read_sra_table(run_b)
+    r, n = sra_stability(a, b)
+    typer.echo(f"Pearson r of per-head SRA: {r:.3f} over {n} heads")
+    if probe_a.get("hash") != probe_b.get("hash"):
+        typer.echo("note: the two runs probed different responses (probe hashes differ)")
+
+
 def main() -> None:
     run_app(app)

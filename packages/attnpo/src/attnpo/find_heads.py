@@ -23,10 +23,12 @@ from attncore.data import write_jsonl
 from attncore.errors import UserError
 from attncore.models import ModelConfig, load_model, resolve_device
 from attncore.ranking import bootstrap_interval
+from attncore.rollout.grade import resolve_grading_mode
 from attncore.shards import write_json_atomic
 from attncore.steps import StepSegmenterConfig
 from attncore.tracking import Tracker, TrackingConfig
 from attnpo.artifact import HeadEntry, HeadsArtifact, write_artifact
+from attnpo.causal import CausalConfig, CausalResult, causal_check
 from attnpo.head_scores import HeadScoreStore, score_probe
 from attnpo.heads_report import markdown_report, plot_curves, plot_heatmap
 from attnpo.labels import ESSENTIAL, REDUNDANT, LabelsConfig, OracleLabelsConfig, label_source
@@ -84,6 +86,7 @@ class FindHeadsConfig(Config):
     scoring: ScoringConfig = ScoringConfig()
     sra: SRAConfig = SRAConfig()
     selection: SelectionConfig = SelectionConfig()
+    causal: CausalConfig = CausalConfig()
     out: str = "runs/heads"
     overwrite: bool = False
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
@@ -149,15 +152,18 @@ def run_find_heads(cfg: FindHeadsConfig, progress: bool = True) -> FindHeadsResu
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
+    if cfg.probe.rollouts is not None and not Path(cfg.probe.rollouts).is_dir():
+        raise UserError(f"rollout folder not found: {cfg.probe.rollouts}")
+    source = label_source(cfg.labels, out / "judges")  # a labels file is read (and checked) here
     out.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, out)
     loaded = load_model(cfg.model.model_copy(update={"device": resolve_device(cfg.model.device)}))
     folder = sample_probe_rollouts(cfg.probe, cfg.model, out / "rollouts", loaded, progress, cfg.overwrite)
-    items, dropped = probe_items(read_rollouts(folder), loaded.tokenizer, cfg.segmenter, cfg.probe)
+    rollouts, template = read_rollouts(folder)
+    items, dropped = probe_items(rollouts, loaded.tokenizer, cfg.segmenter, cfg.probe)
     if not items:
         raise UserError(f"no usable probe response in {folder} (left out: {dropped or 'none'})")
     phash = probe_hash(items)
-    source = label_source(cfg.labels, out / "judges")
     provenance = source.provenance()
     labels = source.label([item.response for item in items], progress=progress)
     write_jsonl(
@@ -206,6 +212,13 @@ def run_find_heads(cfg: FindHeadsConfig, progress: bool = True) -> FindHeadsResu
         result = _select_and_report(
             cfg, loaded.name, responses, items, labels, phash, provenance, dropped, out
         )
+        if cfg.causal.enabled and result[0]:
+            check = run_causal_check(
+                cfg, loaded, paired, scores, labels, items, result[0], template, out, progress
+            )
+            with (out / REPORT_NAME).open("a") as fh:
+                fh.write("\n" + check.markdown() + "\n")
+            tracker.summary({f"find_heads/causal_accuracy_{c}": a for c, a in check.accuracy.items()})
         tracker.summary(
             {
                 "find_heads/best_head_sra": result[1],
@@ -225,6 +238,22 @@ def run_find_heads(cfg: FindHeadsConfig, progress: bool = True) -> FindHeadsResu
             f"no heads file written (see {out / REPORT_NAME})"
         )
     return summary
+
+
+def run_causal_check(
+    cfg, loaded, paired, scores, labels, items, heads, template, out, progress
+) -> CausalResult:
+    """The step-removal check on the correct scored responses, with the selected heads' mean score."""
+    index = torch.tensor(heads)
+    step_scores = {rid: s[index[:, 0], index[:, 1]].mean(0) for rid, s in scores.items()}
+    by_id = {i.rollout.rollout_id: lab for i, lab in zip(items, labels, strict=True)}
+    correct = [i for i in paired if i.rollout.extra.get("correct")]
+    mode = resolve_grading_mode(cfg.probe.grading.mode, template)
+    check = causal_check(
+        loaded, correct, step_scores, by_id, cfg.causal, str(mode), out / "causal", cfg.labels.kind, progress
+    )
+    write_json_atomic(out / "causal.json", check.as_dict())
+    return check
 
 
 def _select_and_report(cfg, model_name, responses, items, labels, phash, provenance, dropped, out):

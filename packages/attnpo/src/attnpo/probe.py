@@ -114,10 +114,12 @@ def sample_probe_rollouts(
     return out
 
 
-def read_rollouts(folder: Path) -> list[Rollout]:
+def read_rollouts(folder: Path) -> tuple[list[Rollout], str]:
+    """The rollouts of a folder and the prompt template they were sampled with (it decides grading)."""
     if not folder.exists():
         raise UserError(f"rollout folder not found: {folder}")
-    return RolloutStore.open_existing(folder).read()
+    store = RolloutStore.open_existing(folder)
+    return store.read(), store.meta.get("prompt", {}).get("template", "r1")
 
 
 def probe_items(
