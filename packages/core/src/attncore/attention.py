@@ -18,6 +18,10 @@ Selections (what to capture in the next forward):
   restricted to per-example query positions × key positions. Result: `{layer: (B, R, K)}`.
 - `HeadMeanGroups(row_groups, key_groups)`: MoLSAKI reduced in place, `A_l = S · Ī_l · Cᵀ` with (B, G, T)
   membership weights in token coordinates. Result: `{layer: (B, G_rows, G_keys)}`.
+- `HeadGroups(row_groups, key_groups, heads)`: AttnPO reduced in place, per (layer, query head)
+  `row_groups · P_{l,h} · key_groupsᵀ` (e.g. answer rows F × steps), every head of the model by default.
+  Nothing of size (heads, rows, keys) outlives a chunk, so head discovery reads all heads in one forward.
+  Result: `{(layer, head): (B, G_rows, G_keys)}`.
 
 Positions are columns of `input_ids` (padded coordinates); keys also count cached positions. Index sets
 differ in size per batch row; R and K are the largest sizes, and padding slots come back as zeros.
@@ -88,7 +92,21 @@ class HeadMeanGroups:
     layers: Sequence[int] | None = None
 
 
-Selection = HeadRows | HeadMeanBlocks | HeadMeanGroups
+@dataclass(frozen=True)
+class HeadGroups:
+    """Per-head selection reduced by membership weights: `row_groups · P_{l,h} · key_groupsᵀ` for each
+    (layer, query head) in `heads` (None: all of them), shapes as in `HeadMeanGroups`.
+
+    Within a layer the probabilities are computed for as many heads and query rows at once as fit in
+    the capture's `chunk_bytes` (one head and one row at the least), then reduced at once.
+    """
+
+    row_groups: Tensor
+    key_groups: Tensor
+    heads: Sequence[tuple[int, int]] | None = None
+
+
+Selection = HeadRows | HeadMeanBlocks | HeadMeanGroups | HeadGroups
 
 
 def _pad_index_sets(sets: IndexSets, what: str) -> tuple[Tensor, Tensor]:
@@ -197,9 +215,12 @@ class _Plan:
         self.done: set[int] = set()
         self.heads: dict[int, list[int]] | None = None
         self.keys = self.key_valid = self.row_weights = self.key_weights = None
-        if isinstance(selection, HeadRows):
+        if isinstance(selection, HeadRows | HeadGroups):
+            pairs = selection.heads
+            if pairs is None:
+                pairs = [(layer, head) for layer in range(num_layers) for head in range(num_heads)]
             self.heads = {}
-            for layer, head in selection.heads:
+            for layer, head in pairs:
                 if not (0 <= layer < num_layers and 0 <= head < num_heads):
                     raise UserError(
                         f"head ({layer}, {head}) is outside the model's {num_layers} layers × {num_heads} query heads"
@@ -207,9 +228,14 @@ class _Plan:
                 if head not in self.heads.setdefault(layer, []):
                     self.heads[layer].append(head)
             if not self.heads:
-                raise UserError("HeadRows needs at least one (layer, head) pair")
+                raise UserError(f"{type(selection).__name__} needs at least one (layer, head) pair")
             self.layers = set(self.heads)
-            self.rows, self.row_valid = _pad_index_sets(selection.rows, "rows")
+            self.all_heads = list(range(num_heads))
+            if isinstance(selection, HeadRows):
+                self.rows, self.row_valid = _pad_index_sets(selection.rows, "rows")
+            else:
+                self.rows, self.row_valid, self.row_weights = _support(selection.row_groups, "row_groups")
+                self.keys, self.key_valid, self.key_weights = _support(selection.key_groups, "key_groups")
         else:
             layers = range(num_layers) if selection.layers is None else selection.layers
             if any(not 0 <= layer < num_layers for layer in layers):
@@ -221,10 +247,10 @@ class _Plan:
             else:
                 self.rows, self.row_valid, self.row_weights = _support(selection.row_groups, "row_groups")
                 self.keys, self.key_valid, self.key_weights = _support(selection.key_groups, "key_groups")
-            if len(self.keys) != len(self.rows):
-                raise UserError(
-                    f"the query selection covers {len(self.rows)} batch rows, the key selection {len(self.keys)}"
-                )
+        if self.keys is not None and len(self.keys) != len(self.rows):
+            raise UserError(
+                f"the query selection covers {len(self.rows)} batch rows, the key selection {len(self.keys)}"
+            )
         for name in ("rows", "row_valid", "keys", "key_valid", "row_weights", "key_weights"):
             value = getattr(self, name)
             if value is not None:
@@ -241,7 +267,9 @@ class _Plan:
             raise UserError(f"the selection covers {len(self.rows)} batch rows but the forward has {batch}")
         if int(self.rows.max()) >= tq or (self.keys is not None and int(self.keys.max()) >= tk):
             raise UserError(f"selected positions exceed the forward's {tq} query / {tk} key positions")
-        if self.heads is not None:
+        if self.heads is not None and self.keys is not None:
+            self._head_groups(layer, module, query, key, mask, kw)
+        elif self.heads is not None:
             self._head_rows(layer, _LayerScores(module, query, key, mask, self.heads[layer], kw))
         else:
             self._head_mean(layer, _LayerScores(module, query, key, mask, None, kw))
@@ -261,6 +289,30 @@ class _Plan:
         out *= self.row_valid[:, None, :, None]
         for i, head in enumerate(self.heads[layer]):
             self.results[(layer, head)] = out[:, i]
+
+    def _head_groups(
+        self, layer: int, module: torch.nn.Module, query: Tensor, key: Tensor, mask: Tensor | None, kw: dict
+    ) -> None:
+        """Reduce each head's probabilities to (B, G_rows, G_keys), heads split to fit one row in budget."""
+        heads = self.heads[layer]
+        batch, tk = query.shape[0], key.shape[2]
+        per_chunk = max(1, self.chunk_bytes // (4 * batch * tk))
+        row_weights, key_weights = self.row_weights[:, None], self.key_weights.transpose(1, 2)[:, None]
+        for first in range(0, len(heads), per_chunk):
+            chunk = heads[first : first + per_chunk]
+            scores = _LayerScores(module, query, key, mask, None if chunk == self.all_heads else chunk, kw)
+            out = torch.zeros(
+                batch, len(chunk), row_weights.shape[2], key_weights.shape[3], device=query.device
+            )
+            for part in self._row_chunks(scores):
+                rows = self.rows[:, part]
+                probs = scores.probs(rows)  # (B, h, c, Tk)
+                picked = probs.gather(
+                    3, self.keys[:, None, None, :].expand(-1, len(chunk), rows.shape[1], -1)
+                )
+                out += (row_weights[..., part] @ picked) @ key_weights  # (B, h, G_rows, G_keys)
+            for i, head in enumerate(chunk):
+                self.results[(layer, head)] = out[:, i]
 
     def _head_mean(self, layer: int, scores: _LayerScores) -> None:
         reduce = self.row_weights is not None
@@ -360,13 +412,22 @@ class AttentionCapture:
         return plan.results
 
     def run(
-        self, selection: Selection, input_ids: Tensor, attention_mask: Tensor | None = None
+        self,
+        selection: Selection,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        position_ids: Tensor | None = None,
     ) -> dict[Any, Tensor]:
         """Arm, run one no-grad forward without cache, and collect."""
         self.arm(selection)
         try:
             with torch.no_grad():
-                self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+                self.model(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    position_ids=position_ids,
+                    use_cache=False,
+                )
         except BaseException:
             self._function.plan = None
             raise
