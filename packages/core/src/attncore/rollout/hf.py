@@ -15,6 +15,7 @@ import torch
 
 from attncore.data import Problem
 from attncore.models import LoadedModel
+from attncore.padding import pad_batch
 from attncore.prompts import PromptConfig, encode_prompt
 from attncore.rollout.refill import decode_refilling
 from attncore.rollout.types import Rollout, SamplingConfig, derive_seed, rollout_id
@@ -69,13 +70,9 @@ class HFEngine:
         """Complete one batch of tokenized prompts; returns (completion ids, finish reason) per row."""
         model, tok = self.loaded.model, self.loaded.tokenizer
         device = next(model.parameters()).device
-        width = max(len(p) for p in prompt_ids)
         pad = tok.pad_token_id
-        input_ids = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(input_ids)
-        for row, ids in enumerate(prompt_ids):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            mask[row, width - len(ids) :] = 1
+        input_ids, mask, _ = pad_batch(prompt_ids, pad, device=device)
+        width = input_ids.shape[1]
         greedy = sampling.temperature == 0.0
         options = dict(
             max_new_tokens=sampling.max_tokens,
@@ -91,7 +88,7 @@ class HFEngine:
             options.update(temperature=None, top_p=None, top_k=None)
         torch.manual_seed(seed)
         with torch.no_grad():
-            out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), **options)
+            out = model.generate(input_ids=input_ids, attention_mask=mask, **options)
         eos = set(self.eos)
         return [trim_completion(row[width:].tolist(), eos) for row in out.cpu()]
 

@@ -23,6 +23,7 @@ from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from attncore.padding import pad_batch
 from attncore.rollout.types import SamplingConfig
 
 PREFILL_ROWS = 8  # prompts prefilled per forward: bounds the prefill's activations
@@ -262,18 +263,12 @@ class SlotDecoder:
         """Prefill the next prompts (at most PREFILL_ROWS) into idle slots."""
         idle = [slot for slot in range(len(self.row)) if self.row[slot] is None]
         take = [queue.popleft() for _ in range(min(len(idle), len(queue), PREFILL_ROWS))]
-        width = max(len(prompts[i]) for i in take)
-        ids = torch.full((len(take), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for r, i in enumerate(take):
-            ids[r, width - len(prompts[i]) :] = torch.tensor(prompts[i])
-            mask[r, width - len(prompts[i]) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask, positions = pad_batch([prompts[i] for i in take], self.pad_id, device=self.device)
         with torch.no_grad():
             out = self.model(
-                input_ids=ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                position_ids=positions.to(self.device),
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
                 past_key_values=DynamicCache(),
                 use_cache=True,
                 logits_to_keep=1,

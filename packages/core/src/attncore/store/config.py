@@ -72,7 +72,8 @@ class ExtractConfig(Config):
     capture_mb: int = Field(
         1024,
         ge=1,
-        description="attnpo: captured probabilities kept per forward; more heads take more forwards",
+        description="working memory for attention probabilities: heads and rows are computed in chunks "
+        "of this size and reduced to scores inside the one forward per batch",
     )
     out: str = "runs/attention"
     overwrite: bool = False

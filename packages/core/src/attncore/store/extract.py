@@ -5,13 +5,11 @@ examples whose input index is r mod W, drops those any writer has stored already
 length (longest first, left padding) and writes one shard per batch as writer `rank{r}`. A killed run
 therefore resumes where it stopped, and readers merge the ranks' manifests into one store.
 
-Per batch, one no-grad forward through `AttentionCapture` (SDPA output, fp32 probabilities for the
-selection only):
-- AttnPO: `HeadRows` on the final-answer rows F, reduced to `S^{l,h}_k` with
-  `aggregate.step_scores_per_head`. When all the requested heads' rows do not fit in `capture_mb`,
-  the heads are split over several forwards.
-- MoLSAKI: `HeadMeanGroups` with step and critical-unit memberships, i.e. `A_l = S · Ī_l · Cᵀ` for
-  every layer, computed inside the forward.
+Per batch, one no-grad forward through `AttentionCapture` (SDPA output; fp32 probabilities computed
+for the selection only, in chunks of at most `capture_mb`, and reduced inside the forward), by the
+library functions of `attncore.scores`:
+- AttnPO: `batch_step_scores`, the answer rows F reduced to `S^{l,h}_k` for every requested head.
+- MoLSAKI: `batch_stepwise_matrices`, `A_l = S · Ī_l · Cᵀ` for every layer.
 """
 
 from __future__ import annotations
@@ -28,15 +26,16 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from attncore.aggregate import membership, step_scores_per_head
 from attncore.alignment import decode, encode_text, token_ranges_by_start
-from attncore.attention import AttentionCapture, HeadMeanGroups, HeadRows
+from attncore.attention import AttentionCapture
 from attncore.config import save_resolved
 from attncore.critical import CriticalConfig, alignment_hash, find_critical_units, unit_token_sets
 from attncore.errors import UserError
 from attncore.models import LoadedModel, ModelConfig, load_model, resolve_device
+from attncore.padding import pad_batch
+from attncore.scores import TextLayout, batch_step_scores, batch_stepwise_matrices, unscored_reason
 from attncore.shards import file_sha256
-from attncore.steps import StepSegmenterConfig, segment_response, sentence_spans
+from attncore.steps import SegmentedResponse, StepSegmenterConfig, segment_response, sentence_spans
 from attncore.store.config import ExtractConfig, TextFormat
 from attncore.store.inputs import (
     RationaleExample,
@@ -77,46 +76,16 @@ def plan_batches(lengths: list[int], batch_size: int, max_batch_tokens: int | No
     return batches
 
 
-def left_padded(
-    sequences: list[list[int]], pad_id: int, device: torch.device
-) -> tuple[Tensor, Tensor, Tensor]:
-    """(input_ids, attention_mask, position_ids), each (B, W), with sequences aligned to the right.
-
-    Positions count real tokens only, so a padded sequence sees the same positions as alone.
-    """
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(sequences), width, dtype=torch.long)
-    for b, seq in enumerate(sequences):
-        ids[b, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-        mask[b, width - len(seq) :] = 1
-    positions = (mask.cumsum(-1) - 1).clamp_min(0)
-    return ids.to(device), mask.to(device), positions.to(device)
-
-
-def _stack_padded(matrices: list[Tensor]) -> Tensor:
-    """(G_b, W) matrices -> (B, max G_b, W), zero rows as padding."""
-    out = torch.zeros(len(matrices), max(1, *(m.shape[0] for m in matrices)), matrices[0].shape[1])
-    for b, m in enumerate(matrices):
-        out[b, : m.shape[0]] = m
-    return out
-
-
-def _forward(model: torch.nn.Module, ids: Tensor, mask: Tensor, positions: Tensor) -> None:
-    with torch.no_grad():
-        model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False)
-
-
 # --- AttnPO -----------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class PreparedResponse:
-    """A response that segments, with its (skeleton) record; `answer` is F, response-relative."""
+    """A response that segments, with its (skeleton) record."""
 
     example: ResponseExample
     record: RolloutScores
-    answer: tuple[int, int]
+    segmented: SegmentedResponse
 
 
 def prepare_response(
@@ -124,8 +93,8 @@ def prepare_response(
 ) -> PreparedResponse | RolloutScores:
     """Segment a response on its own ids; one that cannot be scored comes back as a skipped record."""
     segmented = segment_response(tokenizer, example.completion_ids, segmenter, truncated=example.truncated)
+    reason = unscored_reason(segmented)
     answer = segmented.answer_span() if segmented.think_end is not None else (0, 0)
-    reason = segmented.reason if not segmented.ok else ("empty_answer" if answer[0] == answer[1] else None)
     record = RolloutScores(
         example.id,
         example.problem_id,
@@ -138,44 +107,25 @@ def prepare_response(
         decode(tokenizer, example.completion_ids),
         steps=segmented.steps if reason is None else (),
     )
-    return record if reason else PreparedResponse(example, record, answer)
-
-
-def _head_groups(
-    heads: list[tuple[int, int]], bytes_per_head: int, budget: int
-) -> list[list[tuple[int, int]]]:
-    per_forward = max(1, budget // max(1, bytes_per_head))
-    return [heads[i : i + per_forward] for i in range(0, len(heads), per_forward)]
+    return record if reason else PreparedResponse(example, record, segmented)
 
 
 def score_responses(
-    capture: AttentionCapture,
-    batch: list[PreparedResponse],
-    heads: list[tuple[int, int]],
-    pad_id: int,
-    capture_bytes: int,
+    capture: AttentionCapture, batch: list[PreparedResponse], heads: list[tuple[int, int]], pad_id: int
 ) -> list[Tensor]:
     """Per response, the `(heads, steps)` step scores `S^{l,h}_k` from the answer rows F."""
     device = next(capture.model.parameters()).device
     sequences = [[*p.example.prompt_ids, *p.example.completion_ids] for p in batch]
-    ids, mask, positions = left_padded(sequences, pad_id, device)
-    width = ids.shape[1]
-    rows, steps = [], []
-    for p, seq in zip(batch, sequences, strict=True):
-        start = width - len(seq) + len(p.example.prompt_ids)  # where the response begins
-        rows.append(torch.arange(start + p.answer[0], start + p.answer[1]))
-        steps.append(membership([range(*s.tokens) for s in p.record.steps], width, offset=start))
-    steps_in_batch = _stack_padded(steps).to(device)
-    n_rows = max(len(r) for r in rows)
-    scores = torch.zeros(len(batch), len(heads), steps_in_batch.shape[1], device=device)
-    column = {head: i for i, head in enumerate(heads)}
-    for group in _head_groups(heads, len(batch) * n_rows * width * 4, capture_bytes):
-        capture.arm(HeadRows(group, rows))
-        _forward(capture.model, ids, mask, positions)
-        probs = capture.collect()
-        for head in group:  # (B, |F|, T) -> (B, 1, K): attention mass from F, averaged over each step
-            scores[:, column[head]] = step_scores_per_head(probs.pop(head)[:, None], steps_in_batch)[:, 0]
-    return [scores[b, :, : len(p.record.steps)].cpu() for b, p in enumerate(batch)]
+    ids, mask, _ = pad_batch(sequences, pad_id, device=device)
+    scores = batch_step_scores(
+        capture,
+        ids,
+        mask,
+        [p.segmented for p in batch],
+        [len(p.example.prompt_ids) for p in batch],
+        heads,
+    )
+    return [s.per_head.cpu() for s in scores]
 
 
 def extract_responses(
@@ -190,7 +140,7 @@ def extract_responses(
     ready = [p for p in prepared if isinstance(p, PreparedResponse)]
     scored = {}
     if ready:
-        scores = score_responses(capture, ready, heads, tokenizer.pad_token_id, cfg.capture_mb * 2**20)
+        scores = score_responses(capture, ready, heads, tokenizer.pad_token_id)
         for p, s in zip(ready, scores, strict=True):
             scored[p.example.id] = replace(p.record, heads=tuple(heads), scores=s)
     return [scored[p.example.id] if isinstance(p, PreparedResponse) else p for p in prepared]
@@ -259,20 +209,10 @@ def prepare_text(
 def stepwise_matrices(capture: AttentionCapture, batch: list[PreparedText], pad_id: int) -> list[Tensor]:
     """Per text, the `(L, S, C)` stepwise matrices `A_l[s, c] = Σ_{i∈s} Σ_{j∈c} Ī_l(i→j)`."""
     device = next(capture.model.parameters()).device
-    ids, mask, positions = left_padded([list(p.ids) for p in batch], pad_id, device)
-    width = ids.shape[1]
-    steps, units = [], []
-    for p in batch:
-        start = width - len(p.ids) + p.record.prefix_tokens  # where the canonical text begins
-        steps.append(membership([range(*s) for s in p.record.step_tokens], width, offset=start))
-        units.append(membership(p.record.unit_tokens, width, offset=start))
-    capture.arm(HeadMeanGroups(_stack_padded(steps).to(device), _stack_padded(units).to(device)))
-    _forward(capture.model, ids, mask, positions)
-    by_layer = capture.collect()
-    stacked = torch.stack([by_layer[layer] for layer in sorted(by_layer)], 1)  # (B, L, S, C)
-    return [
-        stacked[b, :, : len(p.record.step_spans), : len(p.record.units)].cpu() for b, p in enumerate(batch)
-    ]
+    ids, mask, _ = pad_batch([p.ids for p in batch], pad_id, device=device)
+    layouts = [TextLayout(p.record.step_tokens, p.record.unit_tokens, p.record.prefix_tokens) for p in batch]
+    matrices = batch_stepwise_matrices(capture, ids, mask, layouts)
+    return [m.cpu() for m in matrices]
 
 
 def extract_texts(
@@ -438,7 +378,7 @@ def run_extraction(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
     )
     tokens = 0
     compute_start = time.perf_counter()
-    with AttentionCapture(loaded.model) as capture:
+    with AttentionCapture(loaded.model, chunk_bytes=cfg.capture_mb * 2**20) as capture:
         for batch in batches:
             items = [todo[i] for i in batch]
             if cfg.kind == "attnpo":
