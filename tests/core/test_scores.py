@@ -21,9 +21,8 @@ from attncore.scores import (
     arm_stepwise_matrices,
     batch_step_scores,
     batch_stepwise_matrices,
-    unscored_reason,
 )
-from attncore.steps import SegmentedResponse, Step, StepKind
+from attncore.steps import SegmentedResponse, Step, StepKind, unscored_reason
 
 TOL = 1e-5
 ROOT = Path(__file__).resolve().parents[2]

@@ -54,7 +54,9 @@ class ScoringConfig(Config):
 
     batch_size: int = Field(4, ge=1, description="sequences per forward, grouped by length")
     max_batch_tokens: int | None = Field(None, ge=1, description="cap on padded tokens per forward")
-    capture_mb: int = Field(256, ge=1, description="attention probabilities held per forward, in MiB")
+    capture_mb: int = Field(
+        256, ge=1, description="working memory for attention probabilities, in MiB (chunks of heads and rows)"
+    )
 
 
 class SRAConfig(Config):

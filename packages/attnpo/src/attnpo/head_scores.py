@@ -1,7 +1,7 @@
 """Step scores of every (layer, query head) for the probe responses, stored batch by batch.
 
 Responses are grouped by length (`attncore.store.extract.plan_batches`); each batch is scored from the
-answer rows F of every head and written as one checksummed shard (`attncore.shards`): a table of ids
+answer rows F of every head in one forward (`attncore.scores.batch_step_scores`) and written as one checksummed shard (`attncore.shards`): a table of ids
 and a safetensors part holding one (layers, heads, steps) tensor per response. A killed run resumes
 from the shards on disk; a shard that fails its checksum is reported, never read.
 """
@@ -13,38 +13,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
-import torch
 from torch import Tensor
 
 from attncore.attention import AttentionCapture
 from attncore.errors import UserError
 from attncore.models import LoadedModel
+from attncore.padding import pad_batch
+from attncore.scores import batch_step_scores
 from attncore.shards import ShardedTable
-from attncore.store.extract import PreparedResponse, plan_batches, score_responses
-from attncore.store.inputs import ResponseExample
-from attncore.store.store import RolloutScores
+from attncore.store.extract import plan_batches
 from attnpo.probe import ProbeItem
-
-
-def _prepared(item: ProbeItem) -> PreparedResponse:
-    r, seg = item.rollout, item.segmented
-    example = ResponseExample(
-        r.rollout_id, r.problem_id, tuple(r.prompt_ids), tuple(r.completion_ids), truncated=False
-    )
-    start, end = seg.answer_span()
-    record = RolloutScores(
-        r.rollout_id,
-        r.problem_id,
-        "ok",
-        None,
-        len(r.prompt_ids),
-        seg.n_tokens,
-        end - start,
-        True,
-        "",
-        steps=seg.steps,
-    )
-    return PreparedResponse(example, record, (start, end))
 
 
 def tokens_digest(item: ProbeItem) -> str:
@@ -115,17 +93,19 @@ def score_probe(
         return 0
     text = loaded.model.config.get_text_config()
     layers, heads = text.num_hidden_layers, text.num_attention_heads
-    all_heads = [(layer, head) for layer in range(layers) for head in range(heads)]
     lengths = [len(i.rollout.prompt_ids) + len(i.rollout.completion_ids) for i in todo]
     pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
+    device = next(loaded.model.parameters()).device
     scored = 0
-    with AttentionCapture(loaded.model) as capture:
+    with AttentionCapture(loaded.model, chunk_bytes=capture_mb * 2**20) as capture:
         for batch in plan_batches(lengths, batch_size, max_batch_tokens):
-            prepared = [_prepared(todo[i]) for i in batch]
-            scores = score_responses(capture, prepared, all_heads, pad, capture_mb * 2**20)
-            store.append(
-                [todo[i] for i in batch], [s.reshape(layers, heads, -1).to(torch.float32) for s in scores]
+            items = [todo[i] for i in batch]
+            ids, mask, _ = pad_batch(
+                [[*i.rollout.prompt_ids, *i.rollout.completion_ids] for i in items], pad, device=device
             )
+            prompts = [len(i.rollout.prompt_ids) for i in items]
+            scores = batch_step_scores(capture, ids, mask, [i.segmented for i in items], prompts)
+            store.append(items, [s.per_head.reshape(layers, heads, -1).cpu() for s in scores])
             scored += len(batch)
             if on_batch is not None:
                 on_batch(len(batch))

@@ -24,7 +24,13 @@ from attncore.rollout.grade import GradingConfig
 from attncore.rollout.store import RolloutStore
 from attncore.rollout.types import Rollout, SamplingConfig
 from attncore.rollout.vllm import VLLMOptions
-from attncore.steps import SegmentedResponse, StepSegmenterConfig, decode, segment_response
+from attncore.steps import (
+    SegmentedResponse,
+    StepSegmenterConfig,
+    decode,
+    segment_response,
+    unscored_reason,
+)
 from attncore.synthetic.config import SyntheticConfig
 from attncore.tracking import TrackingConfig
 from attnpo.labels import ProbeResponse
@@ -140,11 +146,8 @@ def probe_items(
         segmented = segment_response(
             tokenizer, rollout.completion_ids, segmenter, truncated=rollout.finish_reason == "length"
         )
-        if reason is None and not segmented.ok:
-            reason = segmented.reason
         if reason is None:
-            start, end = segmented.answer_span()
-            reason = "empty_answer" if start == end else None
+            reason = unscored_reason(segmented)
         if reason is not None:
             dropped[reason] = dropped.get(reason, 0) + 1
             continue

@@ -37,7 +37,7 @@ from attncore.aggregate import membership
 from attncore.attention import AttentionCapture, HeadGroups, HeadMeanGroups
 from attncore.errors import UserError
 from attncore.padding import position_ids, real_spans
-from attncore.steps import SegmentedResponse
+from attncore.steps import SegmentedResponse, unscored_reason
 
 T = TypeVar("T")
 Head = tuple[int, int]
@@ -65,15 +65,6 @@ class TextLayout:
     steps: Sequence[tuple[int, int]]
     units: Sequence[Collection[int]]
     offset: int = 0
-
-
-def unscored_reason(response: SegmentedResponse) -> str | None:
-    """Why a response gets no step scores: its segmentation's reason for leaving it untouched, or
-    `empty_answer` when no token follows `</think>`; None when it is scored."""
-    if not response.ok:
-        return response.reason
-    start, end = response.answer_span()
-    return "empty_answer" if start == end else None
 
 
 class Pending(Generic[T]):

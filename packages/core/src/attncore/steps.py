@@ -339,6 +339,15 @@ class SegmentedResponse:
         return (self.think_end[1] + offset, self.n_tokens + offset)
 
 
+def unscored_reason(response: SegmentedResponse) -> str | None:
+    """Why a response gets no AttnPO step scores: its segmentation's reason for leaving it untouched,
+    or `empty_answer` when no token follows `</think>` (F is empty); None when it is scored."""
+    if not response.ok:
+        return response.reason
+    start, end = response.answer_span()
+    return "empty_answer" if start == end else None
+
+
 def _steps_on_tokens(segments: Sequence[Segment], ends: Sequence[int], t_end: int) -> list[Step]:
     """Map segment starts to tokens; a segment whose characters all sit inside the token that opens
     the next segment joins that segment (or, for the last one, the segment before it)."""

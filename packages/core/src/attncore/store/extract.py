@@ -33,9 +33,15 @@ from attncore.critical import CriticalConfig, alignment_hash, find_critical_unit
 from attncore.errors import UserError
 from attncore.models import LoadedModel, ModelConfig, load_model, resolve_device
 from attncore.padding import pad_batch
-from attncore.scores import TextLayout, batch_step_scores, batch_stepwise_matrices, unscored_reason
+from attncore.scores import TextLayout, batch_step_scores, batch_stepwise_matrices
 from attncore.shards import file_sha256
-from attncore.steps import SegmentedResponse, StepSegmenterConfig, segment_response, sentence_spans
+from attncore.steps import (
+    SegmentedResponse,
+    StepSegmenterConfig,
+    segment_response,
+    sentence_spans,
+    unscored_reason,
+)
 from attncore.store.config import ExtractConfig, TextFormat
 from attncore.store.inputs import (
     RationaleExample,
