@@ -22,6 +22,15 @@ _EXPORTS: dict[str, str] = {
     "label_source": "attnpo.labels",
     "causal_check": "attnpo.causal",
     "sra_stability": "attnpo.stability",
+    "MethodConfig": "attnpo.config",
+    "RescalingConfig": "attnpo.config",
+    "AdvantageConfig": "attnpo.config",
+    "HeadsConfig": "attnpo.config",
+    "group_rewards": "attnpo.rewards",
+    "outcome_advantages": "attnpo.advantages",
+    "rloo_advantages": "attnpo.advantages",
+    "rescale_advantages": "attnpo.rescaling",
+    "RescaledAdvantages": "attnpo.rescaling",
 }
 
 __all__ = sorted(_EXPORTS)
