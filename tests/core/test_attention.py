@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attncore.attention import AttentionCapture, HeadMeanBlocks, HeadMeanGroups, HeadRows
+from attncore.attention import AttentionCapture, HeadGroups, HeadMeanBlocks, HeadMeanGroups, HeadRows
 from attncore.errors import UserError
 from attncore.models import load_model
 
@@ -116,6 +116,28 @@ def test_head_mean_groups_equal_membership_product(tiny):
         assert blocks.shape == (3, 4, 5)
         assert (blocks - expected).abs().max() <= TOL
         assert expected.abs().max() > 0.1  # the comparison is not between zeros
+
+
+@pytest.mark.parametrize("chunk_bytes", [2**25, 4 * 3 * 20 * 2, 1], ids=["whole", "two-heads", "one-row"])
+def test_head_groups_equal_per_head_membership_product(tiny, chunk_bytes):
+    ids, mask = batch(LENGTHS)
+    reference = eager_attentions(tiny, ids, mask)
+    gen = torch.Generator().manual_seed(2)
+    rows = (torch.rand(3, 2, 20, generator=gen) < 0.3).float() * 1.5  # weights need not be 0/1
+    keys = (torch.rand(3, 4, 20, generator=gen) < 0.4).float()
+    heads = [(3, 2), (0, 0), (0, 1), (0, 2), (0, 3), (2, 1)]  # layer 0 complete, in order
+    with AttentionCapture(tiny, chunk_bytes=chunk_bytes) as capture:
+        got = capture.run(HeadGroups(rows, keys, heads), ids, mask)
+        every = capture.run(HeadGroups(rows, keys), ids, mask)
+    assert sorted(got) == sorted(heads) and len(every) == 16
+    for layer, head in every:
+        probs = reference[layer][:, head] * mask[:, :, None]  # padded query rows count as zeros
+        expected = rows @ probs @ keys.transpose(1, 2)
+        assert every[(layer, head)].shape == (3, 2, 4)
+        assert (every[(layer, head)] - expected).abs().max() <= TOL, (layer, head)
+        if (layer, head) in got:
+            assert (got[(layer, head)] - expected).abs().max() <= TOL
+        assert expected.abs().max() > 0.1
 
 
 def test_gemma3_sliding_layers_use_the_window(tiny_model_dir):
