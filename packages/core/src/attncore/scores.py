@@ -14,7 +14,9 @@ Each reduction runs in one of two ways with the same result:
         loss = model(input_ids=ids, attention_mask=mask).loss                           # a forward others run
         scores = pending.collect()
 
-The standalone forward is no-grad, without cache, with position ids that count real tokens only.
+The standalone forward is no-grad, without cache, with position ids that count real tokens only. An
+armed forward that gives left-padded rows shifted positions (no `position_ids`) agrees up to rounding,
+since rotary attention depends on relative positions only.
 
 Memory: both reductions happen inside the capture, layer by layer (`HeadGroups`, `HeadMeanGroups`):
 per layer the probabilities of as many heads and query rows as fit in the capture's `chunk_bytes`
