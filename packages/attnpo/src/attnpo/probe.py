@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from attncore.alignment import decode
 from attncore.config import Config
 from attncore.data import DataConfig, Problem
 from attncore.errors import UserError
@@ -24,14 +25,9 @@ from attncore.rollout.grade import GradingConfig
 from attncore.rollout.store import RolloutStore
 from attncore.rollout.types import Rollout, SamplingConfig
 from attncore.rollout.vllm import VLLMOptions
-from attncore.steps import (
-    SegmentedResponse,
-    StepSegmenterConfig,
-    decode,
-    segment_response,
-    unscored_reason,
-)
+from attncore.steps import SegmentedResponse, StepSegmenterConfig, segment_response, unscored_reason
 from attncore.synthetic.config import SyntheticConfig
+from attncore.think import split_thinking
 from attncore.tracking import TrackingConfig
 from attnpo.labels import ProbeResponse
 
@@ -153,8 +149,7 @@ def probe_items(
             continue
         text = decode(tokenizer, rollout.completion_ids)
         steps = tuple(text[s.chars[0] : s.chars[1]] for s in segmented.steps)
-        answer_start = segmented.steps[-1].chars[1]
-        answer = text[answer_start:].split("</think>", 1)[-1]
+        answer = split_thinking(text).answer  # a scored response holds exactly one `</think>`
         items.append(
             ProbeItem(
                 rollout,
