@@ -11,7 +11,9 @@ import yaml
 
 from attncore.aggregate import membership, step_scores_per_head
 from attncore.config import load_config
+from attncore.errors import UserError
 from attncore.models import ModelConfig, load_model
+from attncore.rollout.store import RolloutStore
 from attncore.shards import write_json_atomic
 from attncore.steps import StepSegmenterConfig, segment_response
 from attnpo.artifact import read_heads
@@ -121,3 +123,27 @@ def test_cli_errors_are_one_line(tmp_path, attnpo_cli):
         "find-heads", f"probe.rollouts={tmp_path}/none", f"out={tmp_path}/o", "--no-wandb"
     )
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_probe_sampled_by_the_rollout_job(tiny_model_dir, tmp_path):
+    """With `probe.synthetic`, the model samples its own probe rollouts (graded, resumable); a random tiny
+    model closes no thinking, so discovery stops with a one-line reason naming what was left out."""
+    model_dir = tiny_model_dir("qwen2")
+    overrides = [
+        f"model.name={model_dir}",
+        "probe.synthetic.count=3",
+        "probe.sampling.max_tokens=8",
+        "probe.engine=hf",
+        "probe.grading.mode=attnpo",
+        f"out={tmp_path / 'run'}",
+        "tracking.mode=disabled",
+    ]
+    cfg = load_config(FindHeadsConfig, None, overrides)
+    with pytest.raises(
+        UserError, match=r"no usable probe response in .*rollouts \(left out: \{'incorrect': 3\}\)"
+    ):
+        run_find_heads(cfg, progress=False)
+    stored = RolloutStore.open_existing(tmp_path / "run" / "rollouts").read()
+    assert len(stored) == 3 and all(r.extra["correct"] is False for r in stored)
+    assert all(len(r.completion_ids) <= 8 for r in stored)
+    assert (tmp_path / "run" / "config.resolved.yaml").is_file()
