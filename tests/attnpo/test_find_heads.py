@@ -50,6 +50,12 @@ def test_find_heads_with_oracle_labels_scores_every_head_and_writes_the_outputs(
     assert len(table["sra"]) == 4 and len(table["sra"][0]) == 4  # 4 layers x 4 query heads
     assert table["probe"]["left_out"] == {"incorrect": 3}
     assert table["pairs"]["all"] == table["pairs"]["after"] + table["pairs"]["before"] > 0
+    headline = table["headline"]
+    best = max((v, (layer, head)) for layer, row in enumerate(table["sra"]) for head, v in enumerate(row))
+    assert headline[f"best single head {best[1]}"]["sra"] == pytest.approx(best[0], abs=1e-6)
+    assert {"greedy ensemble, k = 3", "top-k ensemble, k = 3", "selected (3 heads)"} <= set(headline)
+    flat = sorted(v for row in table["sra"] for v in row)
+    assert headline["median head (per column)"]["sra"] == pytest.approx(flat[(len(flat) - 1) // 2], abs=1e-6)
     heads = read_heads(out / "heads.yaml")
     assert len(heads) == 3 and tuple(map(tuple, heads)) == result.heads
     artifact = yaml.safe_load((out / "heads.yaml").read_text())

@@ -13,9 +13,11 @@ from attncore.ranking import step_ranking_accuracy
 from attnpo.selection import (
     LabelledResponse,
     eligible_heads,
+    ensemble_scores,
     ensemble_sra,
     greedy_curve,
     head_table,
+    summarise_ranker,
     top_k_curve,
 )
 
@@ -48,6 +50,13 @@ def test_hand_computed_table_and_ensembles():
     greedy = greedy_curve([a, b], table, everyone, k_max=2)
     # From head 0: adding head 1 gives a [2, 1.5, 2.5] (1 win, 1 loss) 0.5 and b 0.5 -> 0.5; head 2 gives 0.75.
     assert [(e.heads, e.sra) for e in greedy] == [(((0, 0),), 0.75), (((0, 0), (0, 2)), 0.75)]
+    # Any per-response scores summarise the same way: head 0 alone, and the ensemble of heads 0 and 2.
+    head0 = summarise_ranker([a, b], [a.scores[0, 0], b.scores[0, 0]], samples=200)
+    assert (head0.sra, head0.after, head0.before) == (0.75, 0.5, 1.0)
+    assert head0.low <= head0.sra <= head0.high
+    pair = summarise_ranker([a, b], ensemble_scores([a, b], [(0, 0), (0, 2)]), samples=200)
+    # averaged a [2.5, 1.5, 1.5]: after 1.0; b [1.5, ., 1.5, 1.5]: before (2,0) tie 0.5, after (2,3) tie 0.5
+    assert (pair.sra, pair.after, pair.before) == (0.75, 0.75, 0.5)
 
 
 def test_a_head_that_only_prefers_later_steps_is_never_selected():

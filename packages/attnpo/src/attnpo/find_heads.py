@@ -10,7 +10,7 @@ run continues where it stopped; a folder holding another configuration's work is
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -22,7 +22,6 @@ from attncore.config import Config, save_resolved
 from attncore.data import write_jsonl
 from attncore.errors import UserError
 from attncore.models import ModelConfig, load_model, resolve_device
-from attncore.ranking import bootstrap_interval
 from attncore.rollout.grade import resolve_grading_mode
 from attncore.shards import write_json_atomic
 from attncore.steps import StepSegmenterConfig
@@ -36,10 +35,12 @@ from attnpo.probe import ProbeConfig, probe_hash, probe_items, read_rollouts, sa
 from attnpo.selection import (
     Ensemble,
     LabelledResponse,
+    RankerSummary,
     eligible_heads,
-    ensemble_per_response,
+    ensemble_scores,
     greedy_curve,
     head_table,
+    summarise_ranker,
     top_k_curve,
 )
 
@@ -211,30 +212,29 @@ def run_find_heads(cfg: FindHeadsConfig, progress: bool = True) -> FindHeadsResu
         bar.close()
         scores = store.read(paired)
         responses = labelled_responses(items, labels, scores)
-        result = _select_and_report(
-            cfg, loaded.name, responses, items, labels, phash, provenance, dropped, out
-        )
-        if cfg.causal.enabled and result[0]:
+        result = _select_and_report(cfg, loaded.name, responses, items, phash, provenance, dropped, out)
+        if cfg.causal.enabled and result.heads:
             check = run_causal_check(
-                cfg, loaded, paired, scores, labels, items, result[0], template, out, progress
+                cfg, loaded, paired, scores, labels, items, result.heads, template, out, progress
             )
             with (out / REPORT_NAME).open("a") as fh:
                 fh.write("\n" + check.markdown() + "\n")
             tracker.summary({f"find_heads/causal_accuracy_{c}": a for c, a in check.accuracy.items()})
         tracker.summary(
             {
-                "find_heads/best_head_sra": result[1],
-                "find_heads/ensemble_sra": result[2],
+                "find_heads/best_head_sra": result.best_head_sra,
+                "find_heads/ensemble_sra": result.ensemble_sra,
                 "find_heads/responses": len(responses),
             }
         )
     finally:
         tracker.finish()
     seconds = time.perf_counter() - start
-    chosen, best, ensemble = result
-    summary = FindHeadsResult(out, chosen, ensemble, best, len(responses), scored_now, seconds)
+    summary = FindHeadsResult(
+        out, result.heads, result.ensemble_sra, result.best_head_sra, len(responses), scored_now, seconds
+    )
     write_json_atomic(out / "summary.json", {**summary.__dict__, "out": str(out)})
-    if not chosen:
+    if not result.heads:
         raise UserError(
             f"no head reaches SRA {cfg.selection.min_direction_sra} in each pair direction; "
             f"no heads file written (see {out / REPORT_NAME})"
@@ -258,7 +258,40 @@ def run_causal_check(
     return check
 
 
-def _select_and_report(cfg, model_name, responses, items, labels, phash, provenance, dropped, out):
+@dataclass(frozen=True)
+class Selected:
+    """What selection decided: the chosen heads (empty when none is eligible) and the headline figures."""
+
+    heads: tuple[tuple[int, int], ...]
+    best_head_sra: float
+    ensemble_sra: float | None
+
+
+def headline_rankers(
+    responses, table, eligible, top, greedy, chosen, sra: SRAConfig
+) -> dict[str, RankerSummary]:
+    """The issue's headline rows: best single head, ensembles at k = 3 and the chosen one, the median head."""
+
+    def summary(scores):
+        return summarise_ranker(responses, scores, sra.bootstrap_samples, sra.confidence, sra.seed)
+
+    heads = table.sra.shape[1]
+    best = divmod(int(torch.nan_to_num(table.sra, nan=-1.0).reshape(-1).argmax()), heads)
+    rows = {f"best single head {best}": summary([r.scores[best] for r in responses])}
+    for name, curve in (("greedy", greedy), ("top-k", top)):
+        if len(curve) >= 3:
+            rows[f"{name} ensemble, k = 3"] = summary(ensemble_scores(responses, curve[2].heads))
+    if chosen is not None:
+        rows[f"selected ({len(chosen.heads)} heads)"] = summary(ensemble_scores(responses, chosen.heads))
+    nan = float("nan")
+    rows["median head (per column)"] = RankerSummary(
+        float(table.sra.nanmedian()), nan, nan,
+        float(table.by_direction["after"].nanmedian()), float(table.by_direction["before"].nanmedian()),
+    )  # fmt: skip
+    return rows
+
+
+def _select_and_report(cfg, model_name, responses, items, phash, provenance, dropped, out) -> Selected:
     """Head table, eligibility, curves, the chosen ensemble; writes sra.json, the plots, report and artifact."""
     sra = cfg.sra
     table = head_table(responses, sra.bootstrap_samples, sra.confidence, sra.seed)
@@ -267,16 +300,17 @@ def _select_and_report(cfg, model_name, responses, items, labels, phash, provena
     greedy = greedy_curve(responses, table, eligible, cfg.selection.k_max)
     curve = greedy if cfg.selection.method == "greedy" else top
     chosen = curve[min(cfg.selection.k, len(curve)) - 1] if curve else None
-    interval = None
-    if chosen is not None:
-        low, high = bootstrap_interval(
-            ensemble_per_response(responses, chosen.heads), sra.bootstrap_samples, sra.confidence, sra.seed
-        )
-        interval = (float(low), float(high))
+    headline = headline_rankers(responses, table, eligible, top, greedy, chosen, sra)
     probe = {"hash": phash, "responses": len(items), "scored": len(responses), "left_out": dropped}
     write_json_atomic(
         out / TABLE_NAME,
-        {**_head_dicts(table, eligible), "top_k": _curve(top), "greedy": _curve(greedy), "probe": probe},
+        {
+            **_head_dicts(table, eligible),
+            "top_k": _curve(top),
+            "greedy": _curve(greedy),
+            "headline": {name: asdict(row) for name, row in headline.items()},
+            "probe": probe,
+        },
     )
     plot_heatmap(table, eligible, chosen.heads if chosen else (), out / "sra_heatmap.png")
     plot_curves(top, greedy, out / "ensembles.png")
@@ -287,17 +321,16 @@ def _select_and_report(cfg, model_name, responses, items, labels, phash, provena
         top=top,
         greedy=greedy,
         chosen=chosen,
-        chosen_interval=interval,
-        rankers={},
+        headline=headline,
         probe=probe,
         labels=provenance,
         min_direction_sra=cfg.selection.min_direction_sra,
     )
     (out / REPORT_NAME).write_text(report)
-    best = float(table.sra.max())
+    best = float(torch.nan_to_num(table.sra, nan=-1.0).max())
     if chosen is None:
         (out / HEADS_NAME).unlink(missing_ok=True)
-        return (), best, None
+        return Selected((), best, None)
     entries = [
         HeadEntry(
             layer=layer,
@@ -310,6 +343,7 @@ def _select_and_report(cfg, model_name, responses, items, labels, phash, provena
         )
         for layer, head in chosen.heads
     ]
+    selected = headline[f"selected ({len(chosen.heads)} heads)"]
     artifact = HeadsArtifact(
         model=cfg.model.name,
         revision=cfg.model.revision,
@@ -318,8 +352,10 @@ def _select_and_report(cfg, model_name, responses, items, labels, phash, provena
             "method": cfg.selection.method,
             "k": chosen.k,
             "sra": chosen.sra,
-            "low": interval[0],
-            "high": interval[1],
+            "low": selected.low,
+            "high": selected.high,
+            "sra_after": _num(selected.after),
+            "sra_before": _num(selected.before),
         },
         probe=probe,
         labels=provenance,
@@ -327,7 +363,7 @@ def _select_and_report(cfg, model_name, responses, items, labels, phash, provena
         evidence={"selection": cfg.selection.model_dump(mode="json"), "sra": sra.model_dump(mode="json")},
     )
     write_artifact(artifact, out / HEADS_NAME)
-    return chosen.heads, best, chosen.sra
+    return Selected(chosen.heads, best, chosen.sra)
 
 
 def _num(value) -> float | None:

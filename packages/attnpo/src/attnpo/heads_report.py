@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from attnpo.selection import Ensemble, HeadTable
+from attnpo.selection import Ensemble, HeadTable, RankerSummary
 
 
 def plot_heatmap(table: HeadTable, eligible: Tensor, chosen: Sequence[tuple[int, int]], path: Path) -> Path:
@@ -63,28 +63,35 @@ def markdown_report(
     top: Sequence[Ensemble],
     greedy: Sequence[Ensemble],
     chosen: Ensemble | None,
-    chosen_interval: tuple[float, float] | None,
-    rankers: dict[str, dict[str, float | None]],
+    headline: dict[str, RankerSummary],
     probe: dict,
     labels: dict,
     min_direction_sra: float,
-    extra: str = "",
 ) -> str:
-    """The report: probe set, best heads, the median head, ensembles, trivial rankers, pair split."""
+    """The report: probe set, headline rankers (heads, ensembles, trivial rules), best heads, ensembles."""
     flat = table.sra.reshape(-1)
     layers, heads = table.sra.shape
     order = sorted(range(len(flat)), key=lambda c: (-float(flat[c]), c))
-    median = float(flat.median())
     lines = [
         f"# Key-focus heads of {model}",
         "",
-        f"Probe set: {probe['responses']} responses ({probe['hash'][:12]}), label source `{labels['kind']}`; "
-        f"{table.responses['all']} responses with at least one (essential, redundant) pair, "
-        f"{table.pairs['all']} pairs: {table.pairs['after']} with the redundant step after the essential "
-        f"one, {table.pairs['before']} before.",
+        f"Probe set: {probe['responses']} responses (hash {probe['hash'][:12]}), label source "
+        f"`{labels['kind']}`; {table.responses['all']} responses with at least one (essential, redundant) "
+        f"pair, {table.pairs['all']} pairs: {table.pairs['after']} with the redundant step after the "
+        f"essential one, {table.pairs['before']} before. Left out of the probe set: {probe['left_out'] or 'none'}.",
         "",
         f"Eligible heads (SRA >= {min_direction_sra} in each pair direction with pairs): "
-        f"{int(eligible.sum())} of {layers * heads}. Median head SRA: {median:.3f}.",
+        f"{int(eligible.sum())} of {layers * heads}.",
+        "",
+        "## Step rankers on the same responses",
+        "",
+        "| ranker | SRA | 95% interval | SRA, redundant after | SRA, redundant before |",
+        "|---|---:|---|---:|---:|",
+    ]
+    for name, r in headline.items():
+        interval = "-" if r.low != r.low else f"{_f(r.low)}-{_f(r.high)}"
+        lines.append(f"| {name} | {_f(r.sra)} | {interval} | {_f(r.after)} | {_f(r.before)} |")
+    lines += [
         "",
         "## Best heads (all heads, by overall SRA)",
         "",
@@ -108,27 +115,11 @@ def markdown_report(
     for k in range(1, max(len(top), len(greedy)) + 1):
         t = top[k - 1].sra if k <= len(top) else None
         g = greedy[k - 1] if k <= len(greedy) else None
-        lines.append(
-            f"| {k} | {_f(t)} | {_f(g.sra if g else None)} | {', '.join(map(str, g.heads)) if g else '-'} |"
-        )
+        heads_text = ", ".join(map(str, g.heads)) if g else "-"
+        lines.append(f"| {k} | {_f(t)} | {_f(g.sra if g else None)} | {heads_text} |")
     lines += ["", "## Selected", ""]
     if chosen is None:
         lines.append("No head passes the eligibility rule; no heads file was written.")
     else:
-        low, high = chosen_interval or (float("nan"), float("nan"))
-        lines.append(
-            f"Heads {', '.join(map(str, chosen.heads))}: ensemble SRA {_f(chosen.sra)} (95% interval {_f(low)}-{_f(high)})."
-        )
-    if rankers:
-        lines += [
-            "",
-            "## Trivial rankers on the same responses",
-            "",
-            "| ranker | SRA | SRA, redundant after | SRA, redundant before |",
-            "|---|---:|---:|---:|",
-        ]
-        for name, r in rankers.items():
-            lines.append(f"| {name} | {_f(r['all'])} | {_f(r['after'])} | {_f(r['before'])} |")
-    if extra:
-        lines += ["", extra]
+        lines.append(f"Heads {', '.join(map(str, chosen.heads))}: ensemble SRA {_f(chosen.sra)}.")
     return "\n".join(lines) + "\n"

@@ -96,14 +96,58 @@ def eligible_heads(table: HeadTable, min_direction_sra: float) -> Tensor:
     return ok
 
 
+def ensemble_scores(responses: Sequence[LabelledResponse], heads: Sequence[Head]) -> list[Tensor]:
+    """Per response, the (steps,) head-averaged step score `S_k` of `heads`."""
+    index = torch.tensor(heads, dtype=torch.long).reshape(-1, 2)
+    return [r.scores[index[:, 0], index[:, 1]].mean(0) for r in responses]
+
+
 def ensemble_per_response(responses: Sequence[LabelledResponse], heads: Sequence[Head]) -> Tensor:
     """(R,) `SRA_r` of the head-averaged step score of `heads` (NaN for responses without a pair)."""
-    index = torch.tensor(heads, dtype=torch.long).reshape(-1, 2)
     return torch.stack(
         [
-            step_ranking_accuracy(r.scores[index[:, 0], index[:, 1]].mean(0), r.essential, r.redundant)
-            for r in responses
+            step_ranking_accuracy(s, r.essential, r.redundant)
+            for s, r in zip(ensemble_scores(responses, heads), responses, strict=True)
         ]
+    )
+
+
+@dataclass(frozen=True)
+class RankerSummary:
+    """SRA of one step ranker (a head, an ensemble, a trivial rule) on the probe set: overall with its
+    bootstrap interval, and per pair direction (NaN where the probe set has no such pair)."""
+
+    sra: float
+    low: float
+    high: float
+    after: float
+    before: float
+
+
+def summarise_ranker(
+    responses: Sequence[LabelledResponse],
+    scores: Sequence[Tensor],
+    samples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> RankerSummary:
+    """SRA figures of any per-response (steps,) scores on the same labelled responses."""
+    per = {
+        d: torch.stack(
+            [
+                step_ranking_accuracy(s, r.essential, r.redundant, d)
+                for s, r in zip(scores, responses, strict=True)
+            ]
+        )
+        for d in DIRECTIONS
+    }
+    low, high = bootstrap_interval(per["all"], samples, confidence, seed)
+    return RankerSummary(
+        float(mean_sra(per["all"])),
+        float(low),
+        float(high),
+        float(mean_sra(per["after"])),
+        float(mean_sra(per["before"])),
     )
 
 
