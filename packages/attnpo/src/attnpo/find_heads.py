@@ -21,7 +21,14 @@ from tqdm.auto import tqdm
 from attncore.config import Config, save_resolved
 from attncore.data import write_jsonl
 from attncore.errors import UserError
-from attncore.models import ModelConfig, load_model, resolve_device
+from attncore.models import (
+    LoadedModel,
+    ModelConfig,
+    load_model,
+    load_tokenizer,
+    resolve_device,
+    resolve_model_source,
+)
 from attncore.rollout.grade import resolve_grading_mode
 from attncore.shards import write_json_atomic
 from attncore.steps import StepSegmenterConfig
@@ -136,6 +143,25 @@ def _curve(curve: list[Ensemble]) -> list[dict]:
     return [{"k": e.k, "heads": [list(h) for h in e.heads], "sra": e.sra} for e in curve]
 
 
+class LazyModel:
+    """The HF model of a run, loaded on first use: sampling with the HF engine shares it, while vLLM
+    sampling and judges run before it takes GPU memory; segmentation needs only the tokenizer."""
+
+    def __init__(self, cfg: ModelConfig):
+        self.cfg = cfg.model_copy(update={"device": resolve_device(cfg.device)})
+        self.loaded: LoadedModel | None = None
+
+    def get(self) -> LoadedModel:
+        if self.loaded is None:
+            self.loaded = load_model(self.cfg)
+        return self.loaded
+
+    def tokenizer(self):
+        if self.loaded is not None:
+            return self.loaded.tokenizer
+        return load_tokenizer(resolve_model_source(self.cfg.name)[0], self.cfg.revision)
+
+
 @dataclass
 class FindHeadsResult:
     """Where the outputs are and the headline numbers."""
@@ -160,10 +186,10 @@ def run_find_heads(cfg: FindHeadsConfig, progress: bool = True) -> FindHeadsResu
     source = label_source(cfg.labels, out / "judges")  # a labels file is read (and checked) here
     out.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, out)
-    loaded = load_model(cfg.model.model_copy(update={"device": resolve_device(cfg.model.device)}))
-    folder = sample_probe_rollouts(cfg.probe, cfg.model, out / "rollouts", loaded, progress, cfg.overwrite)
+    model = LazyModel(cfg.model)
+    folder = sample_probe_rollouts(cfg.probe, cfg.model, out / "rollouts", model.get, progress, cfg.overwrite)
     rollouts, template = read_rollouts(folder)
-    items, dropped = probe_items(rollouts, loaded.tokenizer, cfg.segmenter, cfg.probe)
+    items, dropped = probe_items(rollouts, model.tokenizer(), cfg.segmenter, cfg.probe)
     if not items:
         raise UserError(f"no usable probe response in {folder} (left out: {dropped or 'none'})")
     phash = probe_hash(items)
@@ -183,6 +209,7 @@ def run_find_heads(cfg: FindHeadsConfig, progress: bool = True) -> FindHeadsResu
             f"none of the {len(items)} probe responses has both an essential and a redundant step "
             f"under the {provenance['kind']} labels ({out / LABELS_NAME})"
         )
+    loaded = model.get()  # after any vLLM sampling and judging, so the GPU holds one model at a time
     store = HeadScoreStore(
         out / "scores",
         {"model": _model_meta(cfg.model), "segmenter": cfg.segmenter.model_dump(mode="json")},

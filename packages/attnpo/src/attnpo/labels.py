@@ -31,6 +31,7 @@ from attncore.models import ModelConfig
 from attncore.prompts import PromptConfig
 from attncore.rollout.store import RolloutStore
 from attncore.rollout.types import SamplingConfig, rollout_id
+from attncore.rollout.vllm import VLLMOptions
 from attncore.shards import file_sha256
 from attncore.synthetic.oracle import Label, label_answered_steps
 from attncore.tracking import TrackingConfig
@@ -183,6 +184,7 @@ class JudgesConfig(Config):
     sampling: SamplingConfig = SamplingConfig(temperature=0.7, top_p=0.95, max_tokens=8)
     engine: Literal["auto", "hf", "vllm"] = "auto"
     batch_size: int = Field(8, ge=1)
+    vllm: VLLMOptions = VLLMOptions()
     max_step_chars: int = Field(1500, ge=50, description="longer steps are cut in the prompt")
 
     @field_validator("prompt")
@@ -258,6 +260,7 @@ class JudgeLabels:
             sampling=self.cfg.sampling.model_copy(update={"n": 1, "seed": judge.seed}),
             engine=self.cfg.engine,
             batch_size=self.cfg.batch_size,
+            vllm=self.cfg.vllm,
             grade=False,
             out=str(self.work_dir / f"judge-{index}"),
             tracking=TrackingConfig(mode="disabled"),

@@ -9,6 +9,7 @@ probe-set hash identifies exactly which token sequences were probed.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -83,7 +84,7 @@ def sample_probe_rollouts(
     cfg: ProbeConfig,
     model: ModelConfig,
     out: Path,
-    loaded: LoadedModel | None,
+    hf_model: Callable[[], LoadedModel],
     progress: bool,
     overwrite: bool,
 ) -> Path:
@@ -108,10 +109,10 @@ def sample_probe_rollouts(
         tracking=TrackingConfig(mode="disabled"),
     )
     engine = None
-    if loaded is not None and resolve_engine(job) == "hf":
+    if resolve_engine(job) == "hf":  # vLLM loads its own copy; the HF model is loaded after sampling
         from attncore.rollout.hf import HFEngine
 
-        engine = HFEngine(loaded, cfg.prompt, cfg.batch_size, cfg.refill)
+        engine = HFEngine(hf_model(), cfg.prompt, cfg.batch_size, cfg.refill)
     run_rollouts(job, progress=progress, engine=engine, problems=problems)
     return out
 
