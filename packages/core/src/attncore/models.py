@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 from attncore.config import Config
 from attncore.errors import UserError
-from attncore.paths import built_model_dir
+from attncore.paths import built_model_dir, share_as_umask_allows
 
 if TYPE_CHECKING:  # torch is imported where it is used, so configs and the CLI load fast
     import torch
@@ -76,10 +76,15 @@ def register_named_model(name: str, build: Callable[[], Path]) -> None:
     NAMED_MODELS[name] = build
 
 
-def _gguf_cache_key(path: Path) -> str:
-    stat = path.stat()
-    digest = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()
-    return f"{path.stem}-{digest[:16]}"
+def gguf_cache_key(path: Path) -> str:
+    """The cache folder name of a GGUF file: its name and a hash of its bytes, so that every copy of
+    one file (another clone, another venv) shares one dequantized folder and a changed file gets a new
+    one (hashing the 100 MB embedded model takes about 0.1 s)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return f"{path.stem}-{digest.hexdigest()[:16]}"
 
 
 def is_complete_cache(folder: Path) -> bool:
@@ -100,6 +105,7 @@ def atomic_build(final: Path, build: Callable[[Path], None], info: dict | None =
     try:
         build(tmp)
         (tmp / CACHE_MARKER).write_text(json.dumps({"built_at": time.time(), **(info or {})}))
+        share_as_umask_allows(tmp)
         if final.exists() and not is_complete_cache(final):
             shutil.rmtree(final)  # an incomplete folder left by an older layout
         try:
@@ -120,11 +126,17 @@ def dequantized_gguf(gguf: Path) -> Path:
 
     if not gguf.is_file():
         raise UserError(f"GGUF file not found: {gguf}")
-    final = built_model_dir(_gguf_cache_key(gguf))
+    final = built_model_dir(gguf_cache_key(gguf))
 
     def build(tmp: Path) -> None:
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        quant = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        try:
+            tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            quant = AutoModelForCausalLM.from_pretrained(
+                gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+            )
+        except Exception as exc:  # the GGUF reader fails in many ways on a damaged file
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"{gguf} is not a readable GGUF model: {first[:200]}") from None
         config = quant.config
         del config.quantization_config  # the GGUF quantizer cannot be serialised
         plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import platformdirs
 
+from attncore.errors import UserError
+
 CACHE_ENV = "ATTNCORE_CACHE_DIR"
 DATA_ENV = "ATTNCORE_DATA_DIR"
 
@@ -18,7 +20,15 @@ def cache_dir() -> Path:
     """Cache for dequantized models and built checkpoints (`$ATTNCORE_CACHE_DIR` or the platform cache)."""
     root = os.environ.get(CACHE_ENV)
     path = Path(root).expanduser() if root else Path(platformdirs.user_cache_dir("attncore"))
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(
+            f"cache folder {path} is not a writable folder ({exc.strerror}); set ${CACHE_ENV} to one"
+        ) from None
     return path
 
 
@@ -26,6 +36,20 @@ def built_model_dir(name: str) -> Path:
     """Where a model that attncore builds or converts (testbed checkpoints, dequantized GGUF files) lives
     in the cache; `attncore.models.load_model(name)` loads a complete one by that name."""
     return cache_dir() / "models" / name
+
+
+def umask() -> int:
+    """The process's file-creation mask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def share_as_umask_allows(path: Path) -> None:
+    """Give a file or folder the permissions a plain `open`/`mkdir` would have (0666 / 0777 less the
+    umask): temporary-file helpers create 0600 files and 0700 folders, which other users cannot read."""
+    base = 0o777 if path.is_dir() else 0o666
+    path.chmod(base & ~umask())
 
 
 def data_dir(explicit: str | Path | None = None) -> Path | None:

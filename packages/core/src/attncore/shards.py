@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from attncore.errors import UserError
+from attncore.paths import share_as_umask_allows
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -67,9 +68,28 @@ def _write_part(path: Path, part: Part) -> None:
         from safetensors.torch import save_file
 
         save_file({name: tensor.contiguous() for name, tensor in part.items()}, str(tmp))
+        share_as_umask_allows(tmp)  # safetensors creates its files 0600
     with tmp.open("rb") as fh:
         os.fsync(fh.fileno())
     tmp.replace(path)
+
+
+def _checked_manifest(path: Path) -> dict[str, Any]:
+    """A manifest as read from disk, refused with one line when it is not the shape writers leave."""
+    try:
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"manifest {path} is not valid JSON; the folder is damaged") from None
+    shards = manifest.get("shards") if isinstance(manifest, dict) else None
+    well_formed = (
+        isinstance(manifest, dict)
+        and isinstance(manifest.get("meta"), dict)
+        and isinstance(shards, list)
+        and all(isinstance(s, dict) and isinstance(s.get("file"), str) and "sha256" in s for s in shards)
+    )
+    if not well_formed:
+        raise UserError(f"manifest {path} lacks its meta or shard list; the folder is damaged")
+    return manifest
 
 
 def _entry_files(entry: dict[str, Any]) -> list[str]:
@@ -132,13 +152,10 @@ class ShardedTable:
         return table
 
     def _load_manifests(self) -> dict[str, dict[str, Any]]:
-        manifests = {}
-        for path in sorted(self.root.glob(f"{MANIFEST_PREFIX}-*.json")):
-            try:
-                manifests[path.stem[len(MANIFEST_PREFIX) + 1 :]] = json.loads(path.read_text())
-            except json.JSONDecodeError:
-                raise UserError(f"manifest {path} is not valid JSON; the folder is damaged") from None
-        return manifests
+        return {
+            path.stem[len(MANIFEST_PREFIX) + 1 :]: _checked_manifest(path)
+            for path in sorted(self.root.glob(f"{MANIFEST_PREFIX}-*.json"))
+        }
 
     def _remove_orphans(self, manifests: dict[str, dict[str, Any]]) -> None:
         known = {name for m in manifests.values() for s in m["shards"] for name in _entry_files(s)}
@@ -201,8 +218,14 @@ class ShardedTable:
         return path
 
     def read_shard(self, entry: dict[str, Any]) -> pa.Table:
-        """One shard's main table, after checking its checksum."""
-        return pq.read_table(self._checked(entry["file"], entry["sha256"]))
+        """One shard's main table, after checking its checksum and that its text is valid UTF-8."""
+        path = self._checked(entry["file"], entry["sha256"])
+        table = pq.read_table(path)
+        try:
+            table.validate(full=True)
+        except pa.ArrowInvalid as exc:
+            raise UserError(f"shard {path} holds invalid data ({exc}); the folder is damaged") from None
+        return table
 
     def read_part(self, entry: dict[str, Any], name: str) -> Part:
         """One named part of a shard (a table, or a dict of tensors), after checking its checksum."""

@@ -58,10 +58,7 @@ class RolloutStore:
         manifests = sorted(path.glob("manifest-*.json")) if path.is_dir() else []
         if not manifests:
             raise UserError(f"no rollouts found in {path} (no manifest-*.json)")
-        import json
-
-        meta = json.loads(manifests[0].read_text())["meta"]
-        return cls(path, meta, writer=writer)
+        return cls(path, ShardedTable.read_only(path).meta, writer=writer)
 
     @property
     def root(self) -> Path:
