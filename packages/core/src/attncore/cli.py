@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from attncore.cli_support import config_from_cli, new_app, run_app
+from attncore.cli_support import config_from_cli, library_progress, new_app, run_app
 from attncore.eval.cli import app as eval_app
 from attncore.store.cli import app as store_app
 from attncore.synthetic.cli import app as synth_app
@@ -40,7 +40,8 @@ def rollout(
     cfg = config_from_cli(RolloutJobConfig, config, overrides)
     if no_wandb:
         cfg.tracking.mode = "disabled"
-    summary = run_rollouts(cfg, progress=not quiet)
+    with library_progress(not quiet):
+        summary = run_rollouts(cfg, progress=not quiet)
     typer.echo(summary.table())
     typer.echo(f"rollouts: {cfg.out}")
 
@@ -93,5 +94,5 @@ def sweep(
     typer.echo(f"sweep: {folder}")
 
 
-def main() -> None:
-    run_app(app)
+def main(argv: list[str] | None = None) -> None:
+    run_app(app, argv)

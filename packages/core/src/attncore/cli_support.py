@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -56,13 +59,60 @@ def config_from_cli(cls: type[C], config: Path | None, overrides: list[str] | No
     return load_config(cls, config, overrides)
 
 
-def run_app(app: typer.Typer) -> None:
-    """Run a CLI; a `UserError` becomes `error: <message>` on stderr and a non-zero exit."""
+@contextlib.contextmanager
+def library_progress(enabled: bool) -> Iterator[None]:
+    """Within the block, let the libraries' own progress bars (model loading) show only if `enabled`."""
+    if enabled:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
-        app()
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+# Errors of where a file goes, which the user fixes (another folder, permissions, space), not bugs.
+PLACEMENT_ERRNOS = {
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EEXIST,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.ENAMETOOLONG,
+    errno.EFBIG,
+}
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    sys.exit(code)
+
+
+def run_app(app: typer.Typer, argv: list[str] | None = None) -> None:
+    """Run a CLI on `argv` (default: the process's arguments). A user mistake (a `UserError`, a bad
+    option, a folder that cannot be written) becomes one line `error: <message>` on stderr and exit
+    status 2; Ctrl-C exits 130."""
+    try:
+        code = app(args=argv, standalone_mode=False)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+        _fail(str(exc), exc.exit_code)
+    except typer.TyperException as exc:  # a usage mistake: unknown option, bad option value
+        message = exc.format_message() if hasattr(exc, "format_message") else exc.message
+        _fail(f"{message} (see --help)", exc.exit_code)
+    except OSError as exc:
+        if exc.errno not in PLACEMENT_ERRNOS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        _fail(f"{where}{exc.strerror or exc}", UserError.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from attncore.config import Config
 from attncore.errors import UserError
 from attncore.paths import data_dir
@@ -53,8 +55,8 @@ class DataConfig(Config):
     data_dir: str | None = None
     hub_id: str | None = None
     hub_config: str | None = None
-    limit: int | None = None
-    offset: int = 0
+    limit: int | None = Field(None, ge=1, description="first N problems after `offset` (null: all)")
+    offset: int = Field(0, ge=0, description="problems skipped before the first one taken")
 
 
 def _first(row: dict[str, Any], *keys: str) -> Any:

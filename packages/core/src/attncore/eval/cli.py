@@ -13,7 +13,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from attncore.cli_support import config_from_cli
+from attncore.cli_support import config_from_cli, library_progress
 
 
 class _RunByDefault(TyperGroup):
@@ -58,7 +58,8 @@ def run(
     cfg = config_from_cli(SuiteConfig, config, overrides)
     if no_wandb:
         cfg.tracking.mode = "disabled"
-    report = run_suite(cfg, progress=not quiet)
+    with library_progress(not quiet):
+        report = run_suite(cfg, progress=not quiet)
     typer.echo(report.markdown())
     typer.echo(f"\nresults: {cfg.out}")
 

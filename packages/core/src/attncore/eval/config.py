@@ -13,13 +13,13 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from attncore.config import Config
+from attncore.config import Config, EntryError, OutputPath
 from attncore.data import BENCHMARKS, DataConfig
 from attncore.models import ModelConfig
 from attncore.prompts import PromptConfig
 from attncore.rollout.grade import GradingConfig
 from attncore.rollout.job import RolloutJobConfig
-from attncore.rollout.types import SamplingConfig
+from attncore.rollout.types import INT32_MAX, SamplingConfig
 from attncore.rollout.vllm import VLLMOptions
 from attncore.tracking import TrackingConfig
 
@@ -29,11 +29,11 @@ LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 class SamplingOverrides(Config):
     """Sampling fields a benchmark sets differently from the suite; unset fields inherit the suite's."""
 
-    n: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0.0)
+    n: int | None = Field(None, ge=1, le=INT32_MAX)
+    temperature: float | None = Field(None, ge=0.0, allow_inf_nan=False)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=0)
-    max_tokens: int | None = Field(None, ge=1)
+    top_k: int | None = Field(None, ge=0, le=INT32_MAX)
+    max_tokens: int | None = Field(None, ge=1, le=INT32_MAX)
     seed: int | None = None
 
 
@@ -68,7 +68,7 @@ class SuiteConfig(Config):
     """
 
     name: str | None = Field(None, description="run label in reports (default: the out folder's name)")
-    out: str = "runs/eval/cpu"
+    out: OutputPath = "runs/eval/cpu"
     model: ModelConfig = ModelConfig()
     prompt: PromptConfig = PromptConfig(template="plain")
     sampling: SamplingConfig = SamplingConfig(max_tokens=256)
@@ -90,12 +90,13 @@ class SuiteConfig(Config):
     ) -> dict[str, BenchmarkConfig]:
         for label, bench in benchmarks.items():
             if not re.match(LABEL_PATTERN, label):
-                raise ValueError(f"benchmark label {label!r} must be letters, digits, '_', '-', '.'")
+                raise EntryError(label, f"benchmark label {label!r} must be letters, digits, '_', '-', '.'")
             dataset = bench.dataset or label
             if bench.hub_id is None and dataset not in BENCHMARKS:
-                raise ValueError(
+                raise EntryError(
+                    label,
                     f"benchmark {label!r}: unknown dataset {dataset!r} (known: {', '.join(BENCHMARKS)}; "
-                    "or set its hub_id)"
+                    "or set its hub_id)",
                 )
         return benchmarks
 

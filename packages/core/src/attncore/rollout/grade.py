@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field
 from tqdm.auto import tqdm
 
 from attncore.config import Config
@@ -42,8 +43,8 @@ class GradingConfig(Config):
     """How rollouts are graded; `auto` picks `gsm8k` for the plain template and `math` otherwise."""
 
     mode: Literal["auto", "math", "attnpo", "gsm8k", "choice", "code"] = "auto"
-    workers: int = 2
-    timeout_s: float = 5.0
+    workers: int = Field(2, ge=1, description="grading worker processes")
+    timeout_s: float = Field(5.0, gt=0.0, allow_inf_nan=False, description="seconds allowed per answer")
 
 
 def resolve_grading_mode(mode: str, template: str) -> GradingMode:

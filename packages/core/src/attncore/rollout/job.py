@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from attncore.config import Config, save_resolved
+from attncore.config import Config, OutputPath, save_resolved
 from attncore.data import DataConfig, Problem, load_problems_or_bundled
 from attncore.models import ModelConfig, load_model, resolve_device
 from attncore.prompts import PromptConfig
@@ -45,7 +45,7 @@ class RolloutJobConfig(Config):
     vllm: VLLMOptions = VLLMOptions()
     grading: GradingConfig = GradingConfig()
     grade: bool = True
-    out: str = "runs/rollouts"
+    out: OutputPath = "runs/rollouts"
     overwrite: bool = False
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
     tracking: TrackingConfig = TrackingConfig()

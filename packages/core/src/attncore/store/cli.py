@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from attncore.cli_support import CONFIG_OPTION, OVERRIDES_ARGUMENT, config_from_cli, new_app
+from attncore.cli_support import CONFIG_OPTION, OVERRIDES_ARGUMENT, config_from_cli, library_progress, new_app
 from attncore.errors import UserError
 
 app = new_app("Attention extraction and its viewer.")
@@ -30,7 +30,8 @@ def extract(
     from attncore.store.extract import run_extraction
 
     cfg = config_from_cli(ExtractConfig, config, overrides)
-    summary = run_extraction(cfg, progress=not quiet)
+    with library_progress(not quiet):
+        summary = run_extraction(cfg, progress=not quiet)
     from accelerate import PartialState
 
     if PartialState().is_main_process:

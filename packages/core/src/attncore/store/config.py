@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from attncore.config import Config
+from attncore.config import Config, OutputPath
 from attncore.critical import CriticalConfig
 from attncore.models import ModelConfig
 from attncore.prompts import PromptConfig
@@ -75,7 +75,7 @@ class ExtractConfig(Config):
         description="working memory for attention probabilities: heads and rows are computed in chunks "
         "of this size and reduced to scores inside the one forward per batch",
     )
-    out: str = "runs/attention"
+    out: OutputPath = "runs/attention"
     overwrite: bool = False
     threads: int | None = Field(None, ge=1, description="torch CPU threads per process")
 

@@ -46,6 +46,7 @@ from attncore.store.config import ExtractConfig, TextFormat
 from attncore.store.inputs import (
     RationaleExample,
     ResponseExample,
+    input_source,
     inputs_digest,
     load_rationales,
     load_responses,
@@ -338,6 +339,7 @@ def run_extraction(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
         torch.set_num_threads(cfg.threads)
     state = PartialState(cpu=cfg.model.device == "cpu" or not torch.cuda.is_available())
     device = state.device if cfg.model.device == "auto" else resolve_device(cfg.model.device)
+    input_source(cfg.input)  # a missing input is reported before the model loads
     loaded = load_model(cfg.model.model_copy(update={"device": str(device)}))
     tokenizer = loaded.tokenizer
     text_config = loaded.model.config.get_text_config()

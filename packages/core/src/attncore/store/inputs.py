@@ -70,7 +70,8 @@ def _check_unique(examples: list[Example], path: Path) -> None:
         seen.add(example.id)
 
 
-def _source(cfg: InputConfig) -> Path:
+def input_source(cfg: InputConfig) -> Path:
+    """The input path, checked to exist (before any model is loaded for it)."""
     path = Path(cfg.path)
     if not path.exists():
         raise UserError(f"input not found: {path}")
@@ -96,7 +97,7 @@ def teacher_forced_response(
 
 def load_responses(cfg: InputConfig, tokenizer, prompt: PromptConfig) -> list[ResponseExample]:
     """AttnPO inputs: a rollout folder's responses as generated, or a problems file teacher-forced."""
-    path = _source(cfg)
+    path = input_source(cfg)
     if path.is_dir():
         examples = [
             ResponseExample(
@@ -122,7 +123,7 @@ def load_responses(cfg: InputConfig, tokenizer, prompt: PromptConfig) -> list[Re
 
 def load_rationales(cfg: InputConfig) -> list[RationaleExample]:
     """MoLSAKI inputs: (problem, rationale) of a problems file, or (problem, text) of a rollout folder."""
-    path = _source(cfg)
+    path = input_source(cfg)
     if path.is_dir():
         examples = [RationaleExample(r.rollout_id, r.problem, r.text) for r in _rollouts(path)[: cfg.limit]]
     else:

@@ -25,6 +25,8 @@ from attncore.errors import UserError
 from attncore.store.store import AttentionStore, ExampleMatrices, RolloutScores
 
 DPI = 100
+MIN_FIGURE = (200, 150)
+MAX_FIGURE_SIDE = 8000  # 8000 x 8000 RGBA pixels are 256 MB while drawing
 LOG2_RANGE = 3.0  # the colour scale saturates at 8x above or below the uniform reference
 MAX_TICK_LABELS = 48
 
@@ -219,10 +221,21 @@ top step)</span><span>· units: attention received from all steps</span></div>
     return _page(f"{e.example_id} - stepwise attention", body, data, _MOLSAKI_SCRIPT)
 
 
+def check_figure_size(size: tuple[int, int]) -> None:
+    """Refuse a PNG size too small to draw in, or so large that drawing it would exhaust memory."""
+    width, height = size
+    if width < MIN_FIGURE[0] or height < MIN_FIGURE[1]:
+        raise UserError(
+            f"figure size {width}x{height} is too small (at least {MIN_FIGURE[0]}x{MIN_FIGURE[1]} pixels)"
+        )
+    if max(width, height) > MAX_FIGURE_SIDE:
+        raise UserError(
+            f"figure size {width}x{height} is too large (at most {MAX_FIGURE_SIDE} pixels a side)"
+        )
+
+
 def _figure(size: tuple[int, int]) -> Figure:
     width, height = size
-    if width < 200 or height < 150:
-        raise UserError(f"figure size {width}x{height} is too small (at least 200x150 pixels)")
     return Figure(figsize=(width / DPI, height / DPI), dpi=DPI, layout="constrained")
 
 
@@ -284,6 +297,7 @@ def write_view(
 
     `layers` (MoLSAKI) adds one heatmap per layer beside the layer mean.
     """
+    check_figure_size(size)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / safe_name(item_id)
