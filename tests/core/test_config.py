@@ -141,8 +141,13 @@ def test_an_override_does_not_mark_untouched_fields_as_set(tmp_path):
 
 
 # Job configs only: an experiment's sweep.yaml is a wandb sweep file (tests/core/test_sweep_spec.py).
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+# Shipped YAMLs that are not job configs: wandb sweep files and released key-focus-head artifacts.
+NOT_CONFIGS = ("*/sweep.yaml", "attnpo/heads/presets/*.yaml")
 SHIPPED = sorted(
-    p for p in (Path(__file__).resolve().parents[2] / "experiments").glob("*/*.yaml") if p.name != "sweep.yaml"
+    path
+    for path in EXPERIMENTS.rglob("*.yaml")
+    if not any(path.relative_to(EXPERIMENTS).match(pattern) for pattern in NOT_CONFIGS)
 )
 
 
@@ -150,17 +155,25 @@ def shipped_config_class(path: Path) -> type[Config]:
     from attncore.eval.config import SuiteConfig
     from attncore.store.config import ExtractConfig
     from attncore.synthetic.testbed_model import TestbedModelConfig
+    from attnpo.find_heads import FindHeadsConfig
 
-    return {"attention": ExtractConfig, "eval": SuiteConfig, "testbed": TestbedModelConfig}[path.parent.name]
+    folders = {
+        "attention": ExtractConfig,
+        "eval": SuiteConfig,
+        "testbed": TestbedModelConfig,
+        "attnpo/heads": FindHeadsConfig,
+    }
+    return folders[str(path.parent.relative_to(EXPERIMENTS))]
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=[f"{p.parent.name}/{p.name}" for p in SHIPPED])
+@pytest.mark.parametrize("path", SHIPPED, ids=[str(p.relative_to(EXPERIMENTS)) for p in SHIPPED])
 def test_every_shipped_config_takes_overrides(path):
-    """Each YAML under experiments/ with a dotted override resolves to itself with that one key changed."""
+    """Each YAML config under experiments/ with dotted overrides resolves to itself with those keys
+    changed: a top-level value, and one key inside a section set to the value it already has."""
     cls = shipped_config_class(path)
     plain = load_config(cls, path).model_dump()
-    key, value = ("name", "renamed") if cls.__name__ == "TestbedModelConfig" else ("out", "runs/elsewhere")
-    section = "model" if "model" in cls.model_fields else "training"
+    key = next(name for name in ("out", "name") if name in cls.model_fields)
+    section = next(name for name in ("model", "training") if name in cls.model_fields)
     inner = next(iter(plain[section]))
-    changed = load_config(cls, path, [f"{key}={value}", f"{section}.{inner}={plain[section][inner]}"])
-    assert changed.model_dump() == {**plain, key: value}
+    changed = load_config(cls, path, [f"{key}=elsewhere", f"{section}.{inner}={plain[section][inner]}"])
+    assert changed.model_dump() == {**plain, key: "elsewhere"}
