@@ -6,7 +6,20 @@ __version__ = "0.1.0"
 
 # Public names -> the module defining each, imported on first use (as in `attncore`); filled as the
 # package grows.
-_EXPORTS: dict[str, str] = {}
+_EXPORTS: dict[str, str] = {
+    "mix_layers": "cotattn.layer_mix",
+    "single_layer_weights": "cotattn.layer_mix",
+    "column_difference": "cotattn.teacher_mix",
+    "teacher_layer_weights": "cotattn.teacher_mix",
+    "teacher_target": "cotattn.teacher_mix",
+    "TeacherTarget": "cotattn.teacher_mix",
+    "MoLRouter": "cotattn.router",
+    "stepwise_kl": "cotattn.attention_loss",
+    "mmi_loss": "cotattn.mmi",
+    "combined_loss": "cotattn.objective",
+    "has_attention_loss": "cotattn.objective",
+    "Losses": "cotattn.objective",
+}
 
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
