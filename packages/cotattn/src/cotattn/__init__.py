@@ -19,6 +19,10 @@ _EXPORTS: dict[str, str] = {
     "combined_loss": "cotattn.objective",
     "has_attention_loss": "cotattn.objective",
     "Losses": "cotattn.objective",
+    "TaskFormat": "cotattn.text",
+    "StudentExample": "cotattn.text",
+    "student_example": "cotattn.text",
+    "rules_hash": "cotattn.text",
 }
 
 __all__ = sorted(_EXPORTS)
