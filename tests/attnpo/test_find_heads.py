@@ -153,3 +153,23 @@ def test_probe_sampled_by_the_rollout_job(tiny_model_dir, tmp_path):
     assert len(stored) == 3 and all(r.extra["correct"] is False for r in stored)
     assert all(len(r.completion_ids) <= 8 for r in stored)
     assert (tmp_path / "run" / "config.resolved.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_find_heads_logs_to_wandb_offline(tiny_model_dir, probe_folder, tmp_path, monkeypatch, capfd):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    folder, _ = probe_folder
+    cfg = config(tiny_model_dir("qwen2"), folder, tmp_path / "run", "tracking.mode=offline")
+    result = run_find_heads(cfg, progress=False)
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+    # wandb prints (part of) the run summary when the run finishes; the per-k curve is in it.
+    printed = {}
+    for line in capfd.readouterr().err.splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] == "wandb:" and words[1].startswith("find_heads/greedy_sra_k"):
+            printed[words[1]] = float(words[2])
+    assert printed and result.ensemble_sra is not None
+    assert printed.get("find_heads/greedy_sra_k1", result.best_head_sra) == pytest.approx(
+        result.best_head_sra, abs=1e-4
+    )

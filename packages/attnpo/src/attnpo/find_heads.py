@@ -252,6 +252,11 @@ def run_find_heads(cfg: FindHeadsConfig, progress: bool = True) -> FindHeadsResu
                 "find_heads/best_head_sra": result.best_head_sra,
                 "find_heads/ensemble_sra": result.ensemble_sra,
                 "find_heads/responses": len(responses),
+                **{
+                    f"find_heads/{name}_sra_k{e.k}": e.sra
+                    for name, curve in result.curves.items()
+                    for e in curve
+                },
             }
         )
     finally:
@@ -292,6 +297,7 @@ class Selected:
     heads: tuple[tuple[int, int], ...]
     best_head_sra: float
     ensemble_sra: float | None
+    curves: dict[str, list[Ensemble]]
 
 
 def headline_rankers(
@@ -357,7 +363,7 @@ def _select_and_report(cfg, model_name, responses, items, phash, provenance, dro
     best = float(torch.nan_to_num(table.sra, nan=-1.0).max())
     if chosen is None:
         (out / HEADS_NAME).unlink(missing_ok=True)
-        return Selected((), best, None)
+        return Selected((), best, None, {"top_k": top, "greedy": greedy})
     entries = [
         HeadEntry(
             layer=layer,
@@ -390,7 +396,7 @@ def _select_and_report(cfg, model_name, responses, items, phash, provenance, dro
         evidence={"selection": cfg.selection.model_dump(mode="json"), "sra": sra.model_dump(mode="json")},
     )
     write_artifact(artifact, out / HEADS_NAME)
-    return Selected(chosen.heads, best, chosen.sra)
+    return Selected(chosen.heads, best, chosen.sra, {"top_k": top, "greedy": greedy})
 
 
 def _num(value) -> float | None:
