@@ -154,7 +154,11 @@ def test_orphan_shards_from_a_killed_write_are_dropped(tmp_path):
     (tmp_path / ".shard-main-00002.parquet.tmp-99").write_bytes(b"half")
     reopened = RolloutStore(tmp_path, {"k": 1})
     assert not orphan.exists() and reopened.done_ids() == {"a#0"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest-main.json", "shard-main-00000.parquet"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".lock-main",
+        "manifest-main.json",
+        "shard-main-00000.parquet",
+    ]
 
 
 def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
+import signal
+import time
 
 import pyarrow as pa
 import pytest
@@ -55,6 +59,7 @@ def test_a_shard_killed_before_its_manifest_entry_leaves_only_orphans(tmp_path):
 
     reopened = ShardedTable(tmp_path, {"k": 1}, writer="rank1")
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".lock-rank1",
         ".shard-rank0-00000.parquet.tmp-8",
         "manifest-rank1.json",
         "shard-rank1-00000.parquet",
@@ -83,5 +88,135 @@ def test_read_only_needs_a_table_and_agreeing_writers(tmp_path):
 def test_overwrite_removes_parts_too(tmp_path):
     ShardedTable(tmp_path, {"k": 1}).append(rows("a"), parts={"m": {"t": torch.ones(1)}})
     (tmp_path / "notes.parquet").write_bytes(b"a user's file")
-    ShardedTable(tmp_path, {"k": 2}, overwrite=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.parquet"]
+    fresh = ShardedTable(tmp_path, {"k": 2}, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock-main", "manifest-main.json", "notes.parquet"]
+    assert fresh.shards == [] and fresh.meta == {"k": 2}
+
+
+def ids_of(table: ShardedTable) -> list[list[str]]:
+    return [t.column("id").to_pylist() for _, t in table.iter_tables()]
+
+
+def test_shard_names_never_collide_after_a_hand_edited_manifest(tmp_path):
+    table = ShardedTable(tmp_path, {"k": 1})
+    for name in "abcd":
+        table.append(rows(name))
+    manifest = tmp_path / "manifest-main.json"
+    edited = json.loads(manifest.read_text())
+    gone = edited["shards"].pop(1)  # the issue's repair by hand: file and entry removed
+    (tmp_path / gone["file"]).unlink()
+    manifest.write_text(json.dumps(edited))
+
+    reopened = ShardedTable(tmp_path, {"k": 1})
+    entry = reopened.append(rows("b"))
+    assert entry["file"] == "shard-main-00004.parquet", "a new number, not the count of shards"
+    assert ids_of(ShardedTable.read_only(tmp_path)) == [["a"], ["c"], ["d"], ["b"]]
+
+
+def test_a_deleted_manifest_is_refused_not_taken_for_an_empty_table(tmp_path):
+    table = ShardedTable(tmp_path, {"k": 1})
+    assert json.loads((tmp_path / "manifest-main.json").read_text())["shards"] == [], (
+        "the manifest exists before any shard"
+    )
+    table.append(rows("a"))
+    table.append(rows("b"), parts={"steps": rows("s")})
+    del table
+    (tmp_path / "manifest-main.json").unlink()
+    files = sorted(p.name for p in tmp_path.glob("shard-*"))
+    with pytest.raises(
+        UserError,
+        match=r"holds 3 shard files of writer main but no manifest-main\.json \(was it deleted\?\); "
+        r"restore it, or pass overwrite=true",
+    ):
+        ShardedTable(tmp_path, {"k": 1})
+    assert sorted(p.name for p in tmp_path.glob("shard-*")) == files, "nothing deleted"
+    assert ShardedTable(tmp_path, {"k": 1}, overwrite=True).shards == []
+    assert not list(tmp_path.glob("shard-*"))
+
+
+def flip_last_byte(path) -> bytes:
+    data = path.read_bytes()
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    return path.read_bytes()
+
+
+def test_bad_shards_name_the_repair_and_repair_quarantines_exactly_them(tmp_path, capsys):
+    table = ShardedTable(tmp_path, {"k": 1}, rerun="attncore job --config c.yaml")
+    for name in "abcd":
+        table.append(rows(name), parts={"steps": rows(f"{name}-step")})
+    del table
+    flipped = flip_last_byte(tmp_path / "shard-main-00001.steps.parquet")
+    (tmp_path / "shard-main-00002.parquet").unlink()
+
+    with pytest.raises(
+        UserError,
+        match=rf"^shard {tmp_path}/shard-main-00001\.steps\.parquet fails its checksum \(corrupt or "
+        rf"modified\); `attncore job --config c\.yaml` moves it to {tmp_path}/quarantine and writes its "
+        r"rows again$",
+    ):
+        ShardedTable(tmp_path, {"k": 1}, rerun="attncore job --config c.yaml")
+    with pytest.raises(UserError, match=r"shard-main-00002\.parquet is missing; `attncore job"):
+        ShardedTable.read_only(tmp_path, rerun="attncore job --config c.yaml").read_all()
+
+    repaired = ShardedTable(tmp_path, {"k": 1}, repair=True)
+    notes = capsys.readouterr().err.strip().splitlines()
+    assert len(notes) == 2 and "shard-main-00001.steps.parquet fails its checksum" in notes[0]
+    assert (
+        "shard-main-00002.parquet is missing" in notes[1] and "its 1 rows will be written again" in notes[1]
+    )
+    assert ids_of(repaired) == [["a"], ["d"]], "the good shards stay"
+    kept = {p.name: p.read_bytes() for p in (tmp_path / "quarantine").rglob("*") if p.is_file()}
+    assert sorted(kept) == [
+        "shard-main-00001.parquet",
+        "shard-main-00001.steps.parquet",
+        "shard-main-00002.steps.parquet",
+    ]
+    assert kept["shard-main-00001.steps.parquet"] == flipped, "the bad file is kept as it was"
+    assert repaired.append(rows("b"))["file"] == "shard-main-00004.parquet"
+    assert ShardedTable(tmp_path, {"k": 1}).shards == repaired.shards, "a repaired table opens clean"
+
+
+def test_a_failed_write_leaves_no_temporary_file(tmp_path):
+    """Disk full, simulated with a file size limit (Python ignores SIGXFSZ, so writes fail with EFBIG)."""
+    table = ShardedTable(tmp_path, {"k": 1})
+    table.append(rows("a"))
+    big = pa.table({"id": [f"{i:08d}" * 64 for i in range(2000)]})
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16 * 1024, hard))
+    try:
+        with pytest.raises(UserError, match=r"^cannot write .*shard-main-00001\.parquet: File too large$"):
+            table.append(big)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".lock-main",
+        "manifest-main.json",
+        "shard-main-00000.parquet",
+    ]
+    table.append(rows("b"))
+    assert ids_of(ShardedTable.read_only(tmp_path)) == [["a"], ["b"]]
+
+
+def test_one_writer_per_folder_and_a_killed_writer_leaves_no_lock(tmp_path):
+    ShardedTable(tmp_path, {"k": 1}).append(rows("a"))
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child: hold the folder until killed
+        holder = ShardedTable(tmp_path, {"k": 1})
+        os.write(ready_w, b"x")
+        time.sleep(600)
+        del holder
+        os._exit(0)
+    try:
+        assert os.read(ready_r, 1) == b"x"
+        with pytest.raises(
+            UserError, match=rf"^{tmp_path} is being written by another process \(pid {pid}: "
+        ):
+            ShardedTable(tmp_path, {"k": 1})
+        assert ShardedTable(tmp_path, {"k": 1}, writer="rank1").shards == [], "other writers are free"
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    taken = ShardedTable(tmp_path, {"k": 1})
+    assert ShardedTable(tmp_path, {"k": 1}).shards == taken.shards, "one process may open a folder twice"
+    assert (tmp_path / ".lock-main").read_text().startswith(f"pid {os.getpid()}: ")

@@ -19,7 +19,7 @@ from attncore.errors import UserError
 from attncore.eval.config import SuiteConfig
 from attncore.eval.plots import plot_accuracy_vs_tokens, plot_length_histograms
 from attncore.eval.report import RunReport, benchmark_metrics, load_report
-from attncore.grading import GradingMode
+from attncore.grading import Grader, GradingMode
 from attncore.grading.code import parse_test_spec
 from attncore.grading.normalize import choice_gold, numeric_gold
 from attncore.rollout.engine import Engine
@@ -59,7 +59,7 @@ def pending_rollouts(job: RolloutJobConfig, problems: list[Problem], engine_name
     """How many rollouts of a benchmark its store still lacks (opening it checks the config matches)."""
     if job.overwrite:
         return len(problems) * job.sampling.n
-    store = RolloutStore(job.out, store_meta(job, engine_name))
+    store = RolloutStore(job.out, store_meta(job, engine_name), repair=True)
     wanted = {rollout_id(p.id, i) for p in problems for i in range(job.sampling.n)}
     return len(wanted - store.done_ids())
 
@@ -69,8 +69,11 @@ def _note(message: str, progress: bool) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def run_suite(cfg: SuiteConfig, progress: bool = True) -> RunReport:
-    """Evaluate `cfg.model` on every benchmark of `cfg`; writes and returns the run's report."""
+def run_suite(cfg: SuiteConfig, progress: bool = True, grader: Grader | None = None) -> RunReport:
+    """Evaluate `cfg.model` on every benchmark of `cfg`; writes and returns the run's report.
+
+    `grader` is a started grading pool every benchmark grades with (each starts its own otherwise).
+    """
     out = Path(cfg.out)
     baseline = load_report(cfg.baseline) if cfg.baseline is not None else None
     jobs = {label: cfg.job(label) for label in cfg.benchmarks}
@@ -109,7 +112,7 @@ def run_suite(cfg: SuiteConfig, progress: bool = True) -> RunReport:
                 f"[{position}/{len(problems)}] {label}: {len(problems[label])} problems x {job.sampling.n}",
                 progress,
             )
-            run_rollouts(job, progress=progress, engine=engine, problems=problems[label])
+            run_rollouts(job, progress=progress, engine=engine, problems=problems[label], grader=grader)
             table = RolloutStore(job.out, store_meta(job, engine_name)).read_table()
             metrics[label] = benchmark_metrics(job.data.name, table)
             histograms[label] = (

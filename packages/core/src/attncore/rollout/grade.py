@@ -11,6 +11,7 @@ rule of `attncore.think.thinking_token_count` (thinking ends with the last `</th
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable
 from typing import Any, Literal
@@ -94,12 +95,18 @@ def store_tokenizer(store: RolloutStore):
 
 
 def grade_store(
-    store: RolloutStore, cfg: GradingConfig, template: str, progress: bool = True, tokenizer=None
+    store: RolloutStore,
+    cfg: GradingConfig,
+    template: str,
+    progress: bool = True,
+    tokenizer=None,
+    grader: Grader | None = None,
 ) -> int:
     """Grade every shard of `store` not yet graded in this mode and version; returns the rows graded.
 
     `tokenizer` is the generating model's tokenizer; when not given it is loaded from the model recorded
-    in the store, and only if some completion holds a `</think>`.
+    in the store, and only if some completion holds a `</think>`. `grader` is a started pool to grade
+    with (kept open) instead of starting one from `cfg`.
     """
     mode = resolve_grading_mode(cfg.mode, template)
     pending = [
@@ -112,7 +119,8 @@ def grade_store(
     given = tokenizer
     tokenizer_once = functools.cache(lambda: given if given is not None else store_tokenizer(store))
     graded = 0
-    with Grader(mode, workers=cfg.workers, timeout_s=cfg.timeout_s) as grader:
+    pool = Grader(mode, cfg.workers, cfg.timeout_s) if grader is None else contextlib.nullcontext(grader)
+    with pool as grader:
         for entry in tqdm(pending, desc="grading", unit="shard", disable=not progress):
             table = with_grades(store.table.read_shard(entry), grader, mode, tokenizer_once)
             store.table.replace(entry, table, graded=str(mode), grade_version=GRADE_VERSION)

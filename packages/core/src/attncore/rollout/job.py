@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from attncore.config import Config, OutputPath, save_resolved
 from attncore.data import DataConfig, Problem, load_problems_or_bundled
+from attncore.grading import Grader
 from attncore.models import ModelConfig, load_model, resolve_device
 from attncore.prompts import PromptConfig
 from attncore.rollout.engine import Engine
@@ -142,13 +143,14 @@ def run_rollouts(
     progress: bool = True,
     engine: Engine | None = None,
     problems: list[Problem] | None = None,
+    grader: Grader | None = None,
 ) -> RolloutSummary:
     """Generate (resuming what is already stored), grade, summarise; everything lands in `cfg.out`.
 
     `engine` is a model loaded earlier by `build_engine` for `cfg.model` (a suite of jobs loads it once
     and each job renders prompts and batches as its config says);
     without one the model is loaded only when something is left to generate. `problems` are the
-    problems of `cfg.data` when the caller has loaded them already.
+    problems of `cfg.data` when the caller has loaded them already; `grader` a started grading pool.
     """
     start = time.perf_counter()
     if cfg.threads is not None:
@@ -160,7 +162,7 @@ def run_rollouts(
     if problems is None:
         problems, origin = load_problems_or_bundled(cfg.data)
     engine_name = engine.name if engine is not None else resolve_engine(cfg)
-    store = RolloutStore(out, store_meta(cfg, engine_name), overwrite=cfg.overwrite)
+    store = RolloutStore(out, store_meta(cfg, engine_name), overwrite=cfg.overwrite, repair=True)
     save_resolved(cfg, out)
     done = store.done_ids()
     wanted = {rollout_id(p.id, i) for p in problems for i in range(cfg.sampling.n)}
@@ -189,7 +191,9 @@ def run_rollouts(
             bar.close()
         if cfg.grade:
             tokenizer = engine.tokenizer if engine is not None else None
-            grade_store(store, cfg.grading, cfg.prompt.template, progress=progress, tokenizer=tokenizer)
+            grade_store(
+                store, cfg.grading, cfg.prompt.template, progress=progress, tokenizer=tokenizer, grader=grader
+            )
         summary = summarise(store, generated, time.perf_counter() - start)
         (out / SUMMARY_NAME).write_text(json.dumps(summary.__dict__, indent=1))
         tracker.summary({f"rollout/{k}": v for k, v in summary.__dict__.items() if v is not None})

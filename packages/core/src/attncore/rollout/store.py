@@ -7,6 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from attncore.config import RESOLVED_NAME
 from attncore.errors import UserError
 from attncore.rollout.types import Rollout
 from attncore.shards import ShardedTable
@@ -34,6 +35,11 @@ ROLLOUT_SCHEMA = pa.schema(
 )
 
 
+def rerun_command(root: str | Path) -> str:
+    """The command that regenerates a folder's missing rollouts (named in errors about bad shards)."""
+    return f"attncore rollout --config {Path(root) / RESOLVED_NAME}"
+
+
 def rollouts_to_table(rollouts: list[Rollout]) -> pa.Table:
     rows = [r.to_row() for r in rollouts]
     base = pa.Table.from_pylist(
@@ -46,10 +52,23 @@ def rollouts_to_table(rollouts: list[Rollout]) -> pa.Table:
 
 
 class RolloutStore:
-    """A folder of rollouts for one (model, data, prompt, sampling) configuration, resumable."""
+    """A folder of rollouts for one (model, data, prompt, sampling) configuration, resumable.
 
-    def __init__(self, root: str | Path, meta: dict[str, Any], writer: str = "main", overwrite: bool = False):
-        self.table = ShardedTable(root, meta, writer=writer, overwrite=overwrite)
+    Opening it holds the folder's writer lock; `repair` quarantines corrupt or missing shards so that
+    the caller generates their rollouts again (see `attncore.shards`).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        meta: dict[str, Any],
+        writer: str = "main",
+        overwrite: bool = False,
+        repair: bool = False,
+    ):
+        self.table = ShardedTable(
+            root, meta, writer=writer, overwrite=overwrite, repair=repair, rerun=rerun_command(root)
+        )
 
     @classmethod
     def open_existing(cls, root: str | Path, writer: str = "main") -> RolloutStore:

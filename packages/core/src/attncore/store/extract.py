@@ -359,11 +359,10 @@ def run_extraction(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
     meta = store_meta(cfg.kind, model_identity(loaded, cfg.model), segmentation, inputs, **extra)
 
     writer = f"rank{state.process_index}"
-    if cfg.overwrite:  # the main process clears the folder before any other process opens it
-        with state.main_process_first():
-            store = AttentionStore.create(cfg.out, meta, writer, overwrite=state.is_main_process)
-    else:
-        store = AttentionStore.create(cfg.out, meta, writer)
+    # the main process clears (overwrite) or repairs the folder before any other process opens it
+    with state.main_process_first():
+        overwrite = cfg.overwrite and state.is_main_process
+        store = AttentionStore.create(cfg.out, meta, writer, overwrite=overwrite, repair=True)
     if state.is_main_process:
         save_resolved(cfg, cfg.out)
     done = store.done_ids()

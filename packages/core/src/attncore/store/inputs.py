@@ -16,6 +16,7 @@ from typing import Any
 from attncore.data import Problem, read_rows
 from attncore.errors import UserError
 from attncore.prompts import PromptConfig, encode_prompt
+from attncore.rollout.store import rerun_command
 from attncore.rollout.types import Rollout
 from attncore.shards import ShardedTable
 from attncore.store.config import InputConfig
@@ -51,7 +52,7 @@ Example = ResponseExample | RationaleExample
 
 
 def _rollouts(path: Path) -> list[Rollout]:
-    table = ShardedTable.read_only(path).read_all()
+    table = ShardedTable.read_only(path, rerun=rerun_command(path)).read_all()
     return [] if table is None else [Rollout.from_row(row) for row in table.to_pylist()]
 
 

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import torch
 from torch import Tensor
 
+from attncore.config import RESOLVED_NAME
 from attncore.critical import CriticalConfig, CriticalUnit
 from attncore.errors import UserError
 from attncore.shards import ShardedTable, diff_keys
@@ -257,6 +258,11 @@ def _example_rows(records: list[ExampleMatrices]) -> tuple[pa.Table, dict[str, T
     return pa.Table.from_pylist(rows, schema=EXAMPLE_SCHEMA), tensors
 
 
+def rerun_command(root: str | Path) -> str:
+    """The command that extracts a store's missing examples again (named in errors about bad shards)."""
+    return f"attncore extract --config {Path(root) / RESOLVED_NAME}"
+
+
 def _pairs(spans: list[list[int]]) -> tuple[tuple[int, int], ...]:
     return tuple((a, b) for a, b in spans)
 
@@ -279,10 +285,20 @@ class AttentionStore:
 
     @classmethod
     def create(
-        cls, root: str | Path, meta: dict[str, Any], writer: str = "main", overwrite: bool = False
+        cls,
+        root: str | Path,
+        meta: dict[str, Any],
+        writer: str = "main",
+        overwrite: bool = False,
+        repair: bool = False,
     ) -> AttentionStore:
-        """Open for writing as `writer`; an existing store must have the same `meta` (resume)."""
-        return cls(ShardedTable(root, meta, writer=writer, overwrite=overwrite))
+        """Open for writing as `writer`; an existing store must have the same `meta` (resume). With
+        `repair`, shards with a bad or missing file are quarantined, for the caller to extract again."""
+        return cls(
+            ShardedTable(
+                root, meta, writer=writer, overwrite=overwrite, repair=repair, rerun=rerun_command(root)
+            )
+        )
 
     @classmethod
     def open(
@@ -293,7 +309,7 @@ class AttentionStore:
         critical: CriticalConfig | None = None,
     ) -> AttentionStore:
         """Open for reading, checking that the store used the caller's step and critical-unit rules."""
-        store = cls(ShardedTable.read_only(root))
+        store = cls(ShardedTable.read_only(root, rerun=rerun_command(root)))
         meta = store.meta
         if segmentation is not None and segmentation_meta(segmentation) != meta["segmentation"]:
             raise _mismatch(store.root, "segmentation", meta["segmentation"], segmentation_meta(segmentation))
