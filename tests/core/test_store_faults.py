@@ -1,7 +1,9 @@
-"""Crash consistency of every job that writes a store: the job is SIGKILLed at each step of the write
-protocol of `attncore.shards` (before and after each write, fsync and rename of a shard, a part and the
-manifest, and around removing a replaced file), rerun, and must leave exactly the files, byte for
-byte, that an uninterrupted run leaves.
+"""Faults in the jobs that write stores: kills at every step of the write protocol, damaged shards, and
+a second writer.
+
+Crash points: each job is SIGKILLed at each step of the protocol of `attncore.shards` (before and after
+each write, fsync and rename of a shard, a part and the manifest, and around removing a replaced
+file), rerun, and must leave exactly the files, byte for byte, that an uninterrupted run leaves.
 
 The jobs run in forked children of the test process, which has loaded the model, started the grading
 pool and run each job once, so a kill and its rerun cost a fraction of a second; the kill itself is a
@@ -12,8 +14,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
+import subprocess
+import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +27,7 @@ import pytest
 import torch
 
 from attncore.config import load_config
+from attncore.errors import UserError
 from attncore.eval.config import SuiteConfig
 from attncore.eval.suite import run_suite
 from attncore.grading import Grader, GradingMode
@@ -31,6 +37,7 @@ from attncore.rollout.store import RolloutStore
 from attncore.shards import CRASH_ENV, CRASH_POINTS, LOCK_PREFIX
 from attncore.store.config import ExtractConfig
 from attncore.store.extract import run_extraction
+from attncore.store.store import AttentionStore
 from attncore.synthetic.config import SyntheticConfig
 from attncore.synthetic.dataset import generate_examples, write_examples
 
@@ -107,7 +114,7 @@ def setup(tiny_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("crash")
     data = root / "data"
     (data / "benchmarks" / "gsm8k").mkdir(parents=True)
-    rows = [{"idx": i, "question": f"What is {i} + 1?", "answer": f"#### {i + 1}"} for i in range(2)]
+    rows = [{"idx": i, "question": f"What is {i} + 1?", "answer": f"#### {i + 1}"} for i in range(3)]
     (data / "benchmarks" / "gsm8k" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     model = str(tiny_model_dir("qwen2"))
     overrides = [
@@ -129,9 +136,10 @@ def setup(tiny_model_dir, tmp_path_factory):
     torch.set_num_threads(threads)
 
 
-def rollout_job(setup) -> Job:
+def rollout_job(setup, limit: int = 2) -> Job:
     def job(out: Path) -> None:
-        cfg = setup["cfg"].model_copy(update={"out": str(out)})
+        data = setup["cfg"].data.model_copy(update={"limit": limit})
+        cfg = setup["cfg"].model_copy(update={"out": str(out), "data": data})
         run_rollouts(cfg, progress=False, engine=setup["engine"], grader=setup["grader"])
 
     return job
@@ -173,20 +181,124 @@ def test_eval_survives_a_kill_at_every_step(setup, tmp_path):
     check_every_point(evaluate, None, tmp_path, [*CREATE, *APPEND, *REPLACE])
 
 
-def test_extract_survives_a_kill_at_every_step(setup, tmp_path):
+def extract_job(setup, tmp_path: Path, kind: str, count: int = 2) -> Job:
     rationales = tmp_path / "rationales.jsonl"
     short = {"problem": {"difficulty": (1, 2)}, "trace": {"redundancy": (0.0, 0.2)}}
-    write_examples(generate_examples(SyntheticConfig(count=2, seed=3, **short)), rationales)
+    write_examples(generate_examples(SyntheticConfig(count=count, seed=3, **short)), rationales)
+    heads = {"heads": [(1, 1)]} if kind == "attnpo" else {}
 
     def extract(out: Path) -> None:
         cfg = ExtractConfig(
-            kind="molsaki",
+            kind=kind,
             input={"path": str(rationales)},
             model={"name": setup["model"], "device": "cpu"},
             out=str(out),
             batch_size=1,
             threads=1,
+            **heads,
         )
         run_extraction(cfg, progress=False)
 
-    check_every_point(extract, None, tmp_path, [*CREATE, *APPEND_WITH_PART])
+    return extract
+
+
+def test_extract_survives_a_kill_at_every_step(setup, tmp_path):
+    check_every_point(extract_job(setup, tmp_path, "molsaki"), None, tmp_path, [*CREATE, *APPEND_WITH_PART])
+
+
+def flip_a_byte(path: Path) -> bytes:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+    return bytes(data)
+
+
+def by_id(table) -> list[dict]:
+    return sorted(table.to_pylist(), key=lambda row: row["rollout_id"])
+
+
+def test_rollout_regenerates_exactly_the_rows_of_a_corrupt_and_a_missing_shard(setup, tmp_path, capsys):
+    job = rollout_job(setup, limit=3)
+    job(tmp_path / "reference")
+    out = tmp_path / "damaged"
+    job(out)
+    first, _, last = RolloutStore.open_existing(out).table.shards
+    flipped = flip_a_byte(out / first["file"])
+    (out / last["file"]).unlink()
+
+    advice = f"`attncore rollout --config {out}/config.resolved.yaml` moves it to {out}/quarantine"
+    with pytest.raises(UserError, match=rf"{first['file']} fails its checksum .*; {re.escape(advice)}"):
+        grade_store(RolloutStore.open_existing(out), GradingConfig(), "plain", progress=False)
+    capsys.readouterr()
+    summary = run_rollouts(load_config(RolloutJobConfig, out / "config.resolved.yaml", []), progress=False)
+    notes = capsys.readouterr().err
+    assert f"{first['file']} fails its checksum" in notes and f"{last['file']} is missing" in notes
+    assert (summary.generated_now, summary.rollouts) == (2, 3), "exactly the two shards' rollouts"
+    assert by_id(RolloutStore.open_existing(out).read_table()) == by_id(
+        RolloutStore.open_existing(tmp_path / "reference").read_table()
+    )
+    [kept] = (out / "quarantine").rglob(first["file"])
+    assert kept.read_bytes() == flipped
+
+
+@pytest.mark.parametrize(("kind", "part"), [("attnpo", "steps.parquet"), ("molsaki", "matrices.safetensors")])
+def test_extract_resume_repairs_a_flipped_byte_in_a_part(setup, tmp_path, kind, part, capsys):
+    extract = extract_job(setup, tmp_path, kind, count=3)
+    extract(tmp_path / "reference")
+    out = tmp_path / "damaged"
+    extract(out)
+    [bad] = out.glob(f"shard-rank0-00001.{part}")
+    flipped = flip_a_byte(bad)
+    capsys.readouterr()
+    extract(out)
+    assert f"{bad.name} fails its checksum" in capsys.readouterr().err
+    assert json.loads((out / "summary.json").read_text())["extracted_now"] == 1
+    got, want = AttentionStore.open(out), AttentionStore.open(tmp_path / "reference")
+    assert got.summary_table().equals(want.summary_table())
+    if kind == "attnpo":
+        assert got.step_table().equals(want.step_table())
+    else:
+        for example in want.iter_examples():
+            assert torch.equal(got.example(example.example_id).matrices, example.matrices)
+    [kept] = (out / "quarantine").rglob(bad.name)
+    assert kept.read_bytes() == flipped
+
+
+def stopped_writer(job: Job, out: Path) -> int:
+    """A child that runs `job` and stops itself right after its first shard is committed."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.environ[CRASH_ENV] = "append.done:1:SIGSTOP"
+        job(out)
+        os._exit(0)
+    assert os.WIFSTOPPED(os.waitpid(pid, os.WUNTRACED)[1])
+    return pid
+
+
+def test_one_writer_per_folder_and_a_killed_one_is_taken_over(setup, tmp_path):
+    job = rollout_job(setup)
+    job(tmp_path / "reference")
+    out = tmp_path / "run"
+    pid = stopped_writer(job, out)
+    try:
+        held = rf"^{out} is being written by another process \(pid {pid}: .+\); wait for it to end"
+        with pytest.raises(UserError, match=held):
+            job(out)
+        with pytest.raises(UserError, match=held):
+            grade_store(RolloutStore.open_existing(out), GradingConfig(), "plain", progress=False)
+        cli = subprocess.run(
+            [sys.executable, "-m", "attncore", "grade", str(out)], capture_output=True, text=True
+        )
+        assert cli.returncode == 2 and len(cli.stderr.strip().splitlines()) == 1
+        assert cli.stderr.startswith(f"error: {out} is being written by another process (pid {pid}: ")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert os.waitpid(pid, 0)[1] == 0, "the first writer ends undisturbed"
+    assert snapshot(out) == snapshot(tmp_path / "reference")
+
+    killed = tmp_path / "killed"
+    pid = stopped_writer(job, killed)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    job(killed)
+    assert (killed / ".lock-main").read_text().startswith(f"pid {os.getpid()}: ")
