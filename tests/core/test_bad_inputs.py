@@ -271,7 +271,10 @@ CASES: dict[str, tuple[Case, tuple[object, ...]]] = {
         damaged_manifest(lambda p: '{"meta": {}, "shards": 3}'),
         ("manifest-main.json",),
     ),
-    "invalid UTF-8 in a stored text column": (shard_with_bad_utf8, ("shard-main-00000.parquet",)),
+    "invalid UTF-8 in a stored text column": (
+        shard_with_bad_utf8,
+        (lambda p: json.loads(manifest(p).read_text())["shards"][0]["file"],),  # graded: not 00000
+    ),
     "grade a missing folder": (lambda p: ["grade", p.tmp / "nothing"], ("nothing",)),
     "grade a file": (lambda p: ["grade", write(p.tmp / "file", "x")], ("file",)),
     "unknown grading mode": (lambda p: ["grade", p.store, "--mode", "vibes"], ("mode", "vibes")),
