@@ -23,6 +23,9 @@ _EXPORTS: dict[str, str] = {
     "StudentExample": "cotattn.text",
     "student_example": "cotattn.text",
     "rules_hash": "cotattn.text",
+    "TeacherTargetsConfig": "cotattn.config",
+    "run_teacher_targets": "cotattn.teacher_targets",
+    "TeacherTargets": "cotattn.teacher_targets",
 }
 
 __all__ = sorted(_EXPORTS)
