@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -11,6 +12,7 @@ from attncore.synthetic.templates import REDUNDANT_ROLES
 
 MAX_DIFFICULTY = 6
 MAX_REDUNDANCY = 0.8
+Region = Literal["opening", "middle", "after_answer"]
 
 
 def _ordered(bounds: tuple[float, float], low: float, high: float | None = None) -> tuple[float, float]:
@@ -85,7 +87,9 @@ class TraceConfig(Config):
     progression phrase ("So", "Now", ...): both keep the label from being readable off the opening.
     `plan_first` is the chance that the thinking opens with a plan (a restatement step) that names the
     quantities the essential steps will find, in order: a small model can then look up the next step and
-    the last one instead of inferring them from the problem at every step.
+    the last one instead of inferring them from the problem at every step. `plan_step` says whether the
+    plan is a step of its own or opens the first computation, and `placement` where the redundant steps
+    go: ahead of the work, between computations, or after the answer is found (see `traces`).
     """
 
     redundancy: tuple[float, float] = (0.3, 0.7)
@@ -106,11 +110,35 @@ class TraceConfig(Config):
         le=1.0,
         description="chance that the thinking opens with a plan naming the quantities to find, in order",
     )
+    plan_step: Literal["own", "first_compute"] = Field(
+        "own",
+        description="where the plan goes: its own step (redundant by the oracle's rule: it computes "
+        "nothing) or the opening of the first computation (essential: that step derives the first value)",
+    )
+    cite_facts: bool = Field(
+        False,
+        description="re-verifications and self-checks name the problem fact behind the value they look "
+        "back at, as the computation did (R1 re-verifications re-read the facts)",
+    )
+    placement: dict[Region, float] | None = Field(
+        None,
+        description="relative weights of where a redundant step goes: before the first computation "
+        "(opening), between computations (middle), after the last one (after_answer); a region where "
+        "the step's role does not fit is left out. None: every gap where the role fits is equally "
+        "likely (the v1 recipe)",
+    )
 
     @field_validator("redundancy")
     @classmethod
     def _redundancy(cls, v: tuple[float, float]) -> tuple[float, float]:
         return _ordered(v, 0.0, MAX_REDUNDANCY)
+
+    @field_validator("placement")
+    @classmethod
+    def _placement(cls, v: dict[Region, float] | None) -> dict[Region, float] | None:
+        if v is not None and (any(w < 0 for w in v.values()) or not any(v.values())):
+            raise ValueError("weights must be non-negative with at least one positive")
+        return v
 
     @field_validator("role_weights")
     @classmethod

@@ -29,6 +29,7 @@ class StepRole(StrEnum):
     SELF_CHECK = "self_check"  # undoes an earlier step (its result is a known value) or sanity-checks
     ABANDONED = "abandoned"  # combines numbers in a way that leads nowhere; its value is never used
     SLIP = "slip"  # attempts the next computation with an arithmetic error; corrected next
+    RECOMPUTE = "recompute"  # once the answer is found, redoes every computation; all results are known
 
     @property
     def essential(self) -> bool:
@@ -267,6 +268,36 @@ ABANDONED: dict[Group, tuple[tuple[str, str], ...]] = {
         ),
     ),
 }
+# After the answer: the whole chain again in one step. Slots: {eqs} every result's meaning and equation in
+# order ("A is a + b = c; B is ..."),
+# {result} the answer, {unit}.
+RECOMPUTE: dict[Group, tuple[tuple[str, str], ...]] = {
+    "reflection": (
+        (
+            "Alternatively",
+            "Alternatively, I can run through the whole chain once more from the start: {eqs}. That gives {result} {unit} again.",
+        ),
+        (
+            "Let me double-check",
+            "Let me double-check the whole thing from the very beginning: {eqs}, so the answer stays {result} {unit}.",
+        ),
+        (
+            "Hold on",
+            "Hold on, let me go through every step once more to be certain: {eqs}. Still {result} {unit}.",
+        ),
+        ("Wait", "Wait, let me redo all of it in a single pass, start to end: {eqs}, which again ends at {result}."),
+    ),
+    "progression": (
+        (
+            "So",
+            "So, going through the whole problem in one pass to confirm it: {eqs}, and that ends at {result} {unit}.",
+        ),
+        ("Let me", "Let me redo everything from the start to be safe: {eqs}. The answer is {result} {unit} again."),
+        ("Okay, so", "Okay, so all of it together, one step after another: {eqs}, which gives {result} {unit} once more."),
+        ("Now", "Now, recomputing every value from the start as a final pass: {eqs}, so it is {result} {unit}."),
+    ),
+}
+
 ABANDONED_PLAN = (
     "Alternatively",
     "Alternatively, I could guess an answer and adjust it until it fits, but going through the quantities in order is more reliable.",

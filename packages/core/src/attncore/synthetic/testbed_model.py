@@ -126,13 +126,26 @@ class TestbedModelConfig(Config):
         # Harder problems more often (difficulty 1-4 weighted 1:2:3:4): 49.3% -> 56.7% over 300 problems,
         # S10 vs S13 (S13 also has the minutes the refilled evaluation freed: 1,600 weighted traces).
         problem=TESTBED_PROBLEMS.model_copy(update={"difficulty_weights": (1.0, 2.0, 3.0, 4.0)}),
-        # No slip steps: a small model imitates the deliberate arithmetic errors (12% against 15% accuracy, S1 vs S3).
-        # A plan opens every trace (21% -> 32% accuracy, S5 vs S9); it is a redundant step itself, so fewer
-        # other redundant steps keep the traces about as long.
+        # Testbed v2 (issue 16; v1 is experiments/testbed/v1.yaml). No slip steps: a small model imitates the
+        # deliberate arithmetic errors (12% against 15% accuracy, S1 vs S3). A plan opens every trace (21% ->
+        # 32% accuracy, S5 vs S9) as the opening of the first computation, so it is essential by the oracle's
+        # rule (v1 made it a redundant step of its own, which the model needs). Redundancy goes where R1-style
+        # overthinking puts it: ahead of the work, in the middle, and after the answer (re-verification,
+        # recomputation, restating, alternatives); look-backs cite the problem fact as computations do.
         trace=TraceConfig(
-            redundancy=(0.1, 0.3),
+            redundancy=(0.3, 0.5),
             plan_first=1.0,
-            role_weights={"reverify": 3.0, "restate": 2.0, "self_check": 2.0, "abandoned": 2.0, "slip": 0.0},
+            plan_step="first_compute",
+            placement={"opening": 0.3, "middle": 0.3, "after_answer": 0.4},
+            cite_facts=True,
+            role_weights={
+                "reverify": 3.0,
+                "restate": 2.0,
+                "self_check": 2.0,
+                "abandoned": 2.0,
+                "recompute": 2.0,
+                "slip": 0.0,
+            },
         ),
     )
     training: TrainingConfig = TrainingConfig()

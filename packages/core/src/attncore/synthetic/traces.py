@@ -3,12 +3,17 @@
 A trace is `<think>\\n` + steps separated by blank lines + `\\n</think>\\n\\n` + a short answer with
 `\\boxed{N}`. There is one essential step per operation of the problem, in order; each writes the
 operation as `a op b = c` and is the first place its value appears. Redundant steps are placed between
-them (and after the last one, where overthinking models re-verify their answer); optionally a plan
-naming the quantities to find opens the thinking. Redundant steps may contain equations, but never one
-that derives a new value the answer uses:
+them and after the last one. By default (the v1 layout) every gap where a step's role fits is equally
+likely; with `placement` set, a step goes before the first computation, between computations or after
+the last one by the given weights. R1-style overthinking puts much of it after the answer is found (it is
+re-verified, recomputed, restated, and alternatives are tried), some in the middle, and opens by
+restating the problem. Optionally a plan naming the quantities to
+find opens the thinking, either as a step of its own (redundant: it computes nothing) or as the opening
+of the first computation (essential: that step derives the first value). Redundant steps may contain
+equations, but never one that derives a new value the answer uses:
 
-- re-verifications recompute an earlier result, and self-checks undo an earlier step, so their
-  results are values already known;
+- re-verifications recompute an earlier result, recomputations (after the answer) redo every step,
+  and self-checks undo an earlier step, so their results are values already known;
 - abandoned detours and slips (a wrong attempt at the next computation) produce values that occur
   nowhere else in the problem, so nothing uses them.
 
@@ -23,7 +28,7 @@ from dataclasses import dataclass
 from itertools import count
 
 from attncore.synthetic.arithmetic import INVERSE, SYMBOLS, apply, render_equation
-from attncore.synthetic.config import TraceConfig
+from attncore.synthetic.config import Region, TraceConfig
 from attncore.synthetic.problems import Operation, SyntheticProblem
 from attncore.synthetic.templates import (
     ABANDONED,
@@ -33,6 +38,7 @@ from attncore.synthetic.templates import (
     FIRST_COMPUTE,
     FIRST_RESTATE,
     PLAN,
+    RECOMPUTE,
     RESTATE_KNOWN,
     RESTATE_PROBLEM,
     REVERIFY,
@@ -85,28 +91,57 @@ def redundant_count(rng: random.Random, essential: int, share: float) -> int:
     return math.floor(exact) + (rng.random() < exact - math.floor(exact))
 
 
-def _plan(rng: random.Random, cfg: TraceConfig, n_ops: int, n_redundant: int) -> list[list[StepRole]]:
-    """Redundant roles per gap: gap g comes after the first g essential steps (gap 0 opens the trace).
+def _region_gaps(region: Region, n_ops: int) -> list[int]:
+    """The gaps of a region: gap g comes after the first g essential steps (gap `n_ops` after the answer)."""
+    return {"opening": [0], "middle": list(range(1, n_ops)), "after_answer": [n_ops]}[region]
 
-    Re-verifications and self-checks need an earlier result, and each gap holds at most one slip (last,
-    right before the step it attempts); a role that fits nowhere is redrawn from the others.
+
+def _fitting(role: StepRole, n_ops: int, first_slip: int, gaps: list[list[StepRole]]) -> list[int]:
+    """The gaps where `role` fits: re-verifications and self-checks need an earlier result, a
+    recomputation the answer, and a slip a computation to attempt (one slip per gap)."""
+    if role in (StepRole.REVERIFY, StepRole.SELF_CHECK):
+        return list(range(1, n_ops + 1))
+    if role is StepRole.RECOMPUTE:
+        return [n_ops]
+    if role is StepRole.SLIP:
+        return [g for g in range(first_slip, n_ops) if StepRole.SLIP not in gaps[g]]
+    return list(range(n_ops + 1))
+
+
+def _plan(rng: random.Random, cfg: TraceConfig, n_ops: int, n_redundant: int) -> list[list[StepRole]]:
+    """Redundant roles per gap (gap 0 opens the trace, gap `n_ops` follows the answer).
+
+    Without `cfg.placement` (v1) a role is drawn, then a gap where it fits; a role that fits nowhere
+    is redrawn from the others. With it a region is drawn by its weight, then a role that fits there
+    and a gap of the region where it fits; a region where no role fits is redrawn from the others.
+    Each gap holds at most one slip (last, right before the step it attempts; none before the first
+    computation when that opens with the plan).
     """
+    first_slip = 1 if cfg.plan_first and cfg.plan_step == "first_compute" else 0
     gaps: list[list[StepRole]] = [[] for _ in range(n_ops + 1)]
     weights = {StepRole(role): w for role, w in cfg.role_weights.items() if w > 0}
     for _ in range(n_redundant):
-        options = dict(weights)
-        while options:
-            role = rng.choices(list(options), weights=list(options.values()))[0]
-            if role in (StepRole.REVERIFY, StepRole.SELF_CHECK):
-                feasible = list(range(1, n_ops + 1))
-            elif role is StepRole.SLIP:
-                feasible = [g for g in range(n_ops) if StepRole.SLIP not in gaps[g]]
-            else:
-                feasible = list(range(n_ops + 1))
-            if feasible:
-                gaps[rng.choice(feasible)].append(role)
+        if cfg.placement is None:
+            options = dict(weights)
+            while options:
+                role = rng.choices(list(options), weights=list(options.values()))[0]
+                feasible = _fitting(role, n_ops, first_slip, gaps)
+                if feasible:
+                    gaps[rng.choice(feasible)].append(role)
+                    break
+                del options[role]
+            continue
+        regions = {r: w for r, w in cfg.placement.items() if w > 0 and _region_gaps(r, n_ops)}
+        while regions:
+            region = rng.choices(list(regions), weights=list(regions.values()))[0]
+            inside = set(_region_gaps(region, n_ops))
+            fits = {role: sorted(inside.intersection(_fitting(role, n_ops, first_slip, gaps))) for role in weights}
+            options = {role: w for role, w in weights.items() if fits[role]}
+            if options:
+                role = rng.choices(list(options), weights=list(options.values()))[0]
+                gaps[rng.choice(fits[role])].append(role)
                 break
-            del options[role]
+            del regions[region]
     for gap in gaps:
         rng.shuffle(gap)
         if StepRole.SLIP in gap:  # a slip is followed directly by the essential step that corrects it
@@ -123,6 +158,7 @@ class _Writer:
         self.done: list[Operation] = []
         self.steps: list[TraceStep] = []
         self.reserved = set(problem.quantities) | {op.result for op in problem.operations}
+        self.plan_opens_first_compute = False
 
     def add(self, role: StepRole, opening: str, template: str, **slots: object) -> None:
         self.steps.append(TraceStep(template.format(**slots), role, opening))
@@ -145,6 +181,10 @@ class _Writer:
         }
         if role is StepRole.CORRECTION:
             opening, template = self.rng.choice(CORRECTION)
+        elif self.plan_opens_first_compute and not self.done:
+            opening, plan = self.rng.choice(PLAN)
+            template = f"{plan} {FIRST_COMPUTE[1]}"
+            slots["chain"] = self.chain()
         elif not self.steps:
             opening, template = FIRST_COMPUTE
         else:
@@ -174,15 +214,23 @@ class _Writer:
             opening, template = self.rng.choice(RESTATE_PROBLEM) if self.steps else FIRST_RESTATE
             self.add(StepRole.RESTATE, opening, template, problem=self.problem.text)
 
+    def chain(self) -> str:
+        """The quantities the essential steps will find, in order."""
+        return ", then ".join(op.meaning for op in self.problem.operations)
+
     def plan(self) -> None:
         """Name the quantities the essential steps will find, in order; no equation, so it is redundant."""
-        chain = ", then ".join(op.meaning for op in self.problem.operations)
         opening, template = self.rng.choice(PLAN)
-        self.add(StepRole.RESTATE, opening, template, chain=chain)
+        self.add(StepRole.RESTATE, opening, template, chain=self.chain())
 
     def earlier(self) -> Operation:
         """An already written operation, most often the latest one."""
         return self.done[-1] if self.rng.random() < LATEST_SHARE else self.rng.choice(self.done)
+
+    def recalled(self, op: Operation) -> str:
+        """How a look back names an earlier result: its meaning, with the problem fact behind it when
+        `cfg.cite_facts` (as R1 re-verifications do), so it reads as long as the computation did."""
+        return f"{op.meaning} (as {op.clause})" if self.cfg.cite_facts else op.meaning
 
     def reverify(self) -> None:
         op = self.earlier()
@@ -191,14 +239,14 @@ class _Writer:
         )
         opening, template = self.rng.choice(REVERIFY[self.redundant_group()])
         eq = render_equation(left, op.op, right, op.result)
-        self.add(StepRole.REVERIFY, opening, template, meaning=op.meaning, eq=eq, result=op.result)
+        self.add(StepRole.REVERIFY, opening, template, meaning=self.recalled(op), eq=eq, result=op.result)
 
     def self_check(self) -> None:
         op = self.earlier()
         if self.rng.random() < SANITY_SHARE:
             opening, template = self.rng.choice(SANITY_CHECK)
             self.add(
-                StepRole.SELF_CHECK, opening, template, result=op.result, meaning=op.meaning, unit=op.unit
+                StepRole.SELF_CHECK, opening, template, result=op.result, meaning=self.recalled(op), unit=op.unit
             )
             return
         # Undo the step: the result of the inverse is an operand of `op`, a value already known.
@@ -208,7 +256,7 @@ class _Writer:
             inverse = render_equation(op.result, INVERSE[op.op], op.right, op.left)
         opening, template = self.rng.choice(SELF_CHECK[self.redundant_group()])
         lhs = f"{op.left} {SYMBOLS[op.op]} {op.right}"
-        slots = {"result": op.result, "meaning": op.meaning, "lhs": lhs, "inverse": inverse}
+        slots = {"result": op.result, "meaning": self.recalled(op), "lhs": lhs, "inverse": inverse}
         self.add(StepRole.SELF_CHECK, opening, template, **slots)
 
     def abandoned(self) -> None:
@@ -225,6 +273,15 @@ class _Writer:
                 return
         self.add(StepRole.ABANDONED, *ABANDONED_PLAN)
 
+    def recompute(self) -> None:
+        """Every computation again, in order (after the answer: all results are known)."""
+        eqs = "; ".join(
+            f"{op.meaning} is {render_equation(op.left, op.op, op.right, op.result)}" for op in self.done
+        )
+        final = self.done[-1]
+        opening, template = self.rng.choice(RECOMPUTE[self.redundant_group()])
+        self.add(StepRole.RECOMPUTE, opening, template, eqs=eqs, result=final.result, unit=final.unit)
+
     def redundant(self, role: StepRole) -> None:
         """A redundant step of any role but SLIP (which needs the operation it attempts)."""
         {
@@ -232,6 +289,7 @@ class _Writer:
             StepRole.REVERIFY: self.reverify,
             StepRole.SELF_CHECK: self.self_check,
             StepRole.ABANDONED: self.abandoned,
+            StepRole.RECOMPUTE: self.recompute,
         }[role]()
 
     def answer(self) -> str:
@@ -246,7 +304,10 @@ def generate_trace(problem: SyntheticProblem, rng: random.Random, cfg: TraceConf
     gaps = _plan(rng, cfg, n_ops, redundant_count(rng, n_ops, share))
     writer = _Writer(rng, cfg, problem)
     if cfg.plan_first and rng.random() < cfg.plan_first:  # no draw at 0: older configs keep their traces
-        writer.plan()
+        if cfg.plan_step == "own":
+            writer.plan()
+        else:
+            writer.plan_opens_first_compute = True
     for g, gap in enumerate(gaps):
         wrong = None
         for role in gap:

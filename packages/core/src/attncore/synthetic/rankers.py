@@ -1,0 +1,127 @@
+"""Trivial step rankers: how far a step's position, length or mention of the answer alone ranks essential
+steps above redundant ones (Step Ranking Accuracy, `attncore.step_ranking`).
+
+A testbed on which one of these rankers scores far from 0.5 lets a key-focus head (or AttnPO) look good
+by reading that cue instead of the reasoning; the direction split shows which cue (issue 16: on the
+v1 testbed "later step = essential" reached 0.92 because every opening plan was redundant).
+
+Responses come from generated sets (records with per-step texts and labels) or from a model's
+evaluation rollouts (`testbed.rollouts.jsonl`: the text and the oracle's labels of its AttnPO steps).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from attncore.errors import UserError
+from attncore.step_ranking import ESSENTIAL, REDUNDANT, RankingAccuracy, ranking_accuracy
+from attncore.synthetic.arithmetic import numbers_in, parse_number
+from attncore.synthetic.oracle import attnpo_steps, split_trace
+
+
+@dataclass(frozen=True)
+class LabelledResponse:
+    """One response's step texts, their labels and the final answer it gives (None if unreadable)."""
+
+    steps: tuple[str, ...]
+    labels: tuple[str, ...]
+    final_answer: str | None
+
+
+def _contains_answer(response: LabelledResponse) -> list[float]:
+    if response.final_answer is None:
+        return [0.0] * len(response.steps)
+    try:
+        answer = parse_number(response.final_answer)
+    except (ValueError, ZeroDivisionError):
+        return [0.0] * len(response.steps)
+    return [float(answer in set(numbers_in(text))) for text in response.steps]
+
+
+Ranker = Callable[[LabelledResponse, random.Random], list[float]]
+
+# Higher score = ranked as more essential. Lengths are in characters.
+TRIVIAL_RANKERS: dict[str, Ranker] = {
+    "later step": lambda r, rng: [float(i) for i in range(len(r.steps))],
+    "earlier step": lambda r, rng: [float(-i) for i in range(len(r.steps))],
+    "longer step": lambda r, rng: [float(len(t)) for t in r.steps],
+    "shorter step": lambda r, rng: [float(-len(t)) for t in r.steps],
+    "contains the final answer": lambda r, rng: _contains_answer(r),
+    "random": lambda r, rng: [rng.random() for _ in r.steps],
+}
+
+
+def trivial_ranker_report(responses: Sequence[LabelledResponse], seed: int = 0) -> dict[str, RankingAccuracy]:
+    """SRA of every trivial ranker on `responses` (the random ranker draws from `seed`)."""
+    rng = random.Random(seed)
+    labels = [r.labels for r in responses]
+    return {
+        name: ranking_accuracy([ranker(r, rng) for r in responses], labels)
+        for name, ranker in TRIVIAL_RANKERS.items()
+    }
+
+
+def position_counts(responses: Iterable[LabelledResponse], bins: int = 10) -> dict[str, list[int]]:
+    """Essential and redundant steps per bin of relative position ((index + ½) / steps in the response)."""
+    counts = {ESSENTIAL: [0] * bins, REDUNDANT: [0] * bins}
+    for response in responses:
+        n = len(response.labels)
+        for i, label in enumerate(response.labels):
+            if label in counts:
+                counts[label][min(int((i + 0.5) / n * bins), bins - 1)] += 1
+    return counts
+
+
+def response_from_row(row: dict[str, Any], number: int) -> LabelledResponse:
+    """A generated record (`steps` with `text` and `label`, `answer`) or an evaluation rollout (`text`,
+    `step_labels`, `pred`, `gold`), whose steps are cut again with the segmenter the evaluation used."""
+    steps = row.get("steps")
+    if isinstance(steps, list) and all(isinstance(s, dict) and {"text", "label"} <= s.keys() for s in steps):
+        answer = row.get("answer")
+        return LabelledResponse(
+            tuple(s["text"] for s in steps),
+            tuple(s["label"] for s in steps),
+            None if answer is None else str(answer),
+        )
+    if "step_labels" in row and "text" in row:
+        thinking, _ = split_trace(str(row["text"]))
+        texts = tuple(attnpo_steps(thinking)) if thinking.strip() else ()
+        labels = tuple(row["step_labels"])
+        if len(texts) != len(labels):
+            raise UserError(
+                f"row {number}: {len(labels)} step labels but the segmenter finds {len(texts)} steps "
+                "(labels made with another segmenter?)"
+            )
+        final = row.get("pred") if row.get("pred") is not None else row.get("gold")
+        return LabelledResponse(texts, labels, None if final is None else str(final))
+    raise UserError(
+        f"row {number} has neither per-step texts and labels (a generated set) nor `text` and "
+        "`step_labels` (evaluation rollouts)"
+    )
+
+
+def report_table(report: dict[str, RankingAccuracy]) -> str:
+    """A markdown table of the report, with the pair counts in a line under it."""
+    def cell(value: float | None) -> str:
+        return "—" if value is None else f"{value:.3f}"
+
+    lines = [
+        "| ranker | SRA | SRA, redundant after | SRA, redundant before |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {name} | {cell(acc.sra)} | {cell(acc.sra_after)} | {cell(acc.sra_before)} |"
+        for name, acc in report.items()
+    ]
+    any_acc = next(iter(report.values()))
+    if any_acc.pairs:
+        after = any_acc.share_after or 0.0
+        lines.append(
+            f"\n{any_acc.responses} responses with pairs, {any_acc.pairs} (essential, redundant) pairs: "
+            f"{100 * after:.1f}% with the redundant step after the essential one, "
+            f"{100 * (1 - after):.1f}% before"
+        )
+    return "\n".join(lines)
