@@ -64,9 +64,7 @@ def response_sra(
     return mean(1.0 if scores[e] > scores[d] else 0.5 if scores[e] == scores[d] else 0.0 for e, d in pairs)
 
 
-def ranking_accuracy(
-    scores: Sequence[Sequence[float]], labels: Sequence[Sequence[str]]
-) -> RankingAccuracy:
+def ranking_accuracy(scores: Sequence[Sequence[float]], labels: Sequence[Sequence[str]]) -> RankingAccuracy:
     """SRA and its split by direction over responses (`scores[r][i]` scores step i of response r)."""
     if len(scores) != len(labels):
         raise ValueError(f"{len(scores)} score lists for {len(labels)} label lists")

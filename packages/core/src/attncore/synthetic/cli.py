@@ -1,9 +1,11 @@
-"""`synth` commands: generate a labelled synthetic set, and label traces or rollouts with the oracle."""
+"""`synth` commands: generate a labelled synthetic set, label traces or rollouts with the oracle, rank
+their steps with trivial rankers, build and evaluate the testbed model."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from statistics import mean
@@ -25,6 +27,13 @@ from attncore.synthetic.oracle import (
     attnpo_steps,
     label_trace,
     redundancy_ratio,
+)
+from attncore.synthetic.rankers import (
+    plot_positions,
+    position_counts,
+    report_table,
+    response_from_row,
+    trivial_ranker_report,
 )
 from attncore.synthetic.stats import summarize
 from attncore.tracking import report_to_active_run
@@ -162,6 +171,55 @@ def label(
         )
     if compared:
         typer.echo(f"  traces whose oracle labels match the generator's: {agree}/{compared}")
+
+
+@app.command()
+def rankers(
+    sets: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Generated sets (.jsonl/.parquet) or evaluation rollouts (testbed.rollouts.jsonl)."
+        ),
+    ],
+    include_wrong: Annotated[
+        bool, typer.Option("--include-wrong", help="Also rank steps of rollouts graded wrong.")
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random ranker.")] = 0,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the figures as JSON here.")] = None,
+    histogram: Annotated[
+        Path | None,
+        typer.Option("--histogram", help="Plot essential and redundant steps over relative position (PNG)."),
+    ] = None,
+    bins: Annotated[int, typer.Option("--bins", min=2, help="Histogram bins.")] = 10,
+) -> None:
+    """Step Ranking Accuracy of trivial rankers (position, length, mention of the final answer, random)
+    on labelled steps, overall and by pair direction. Rollouts count only when graded correct, unless
+    `--include-wrong`."""
+    if histogram is not None and histogram.suffix != ".png":
+        raise UserError(f"{histogram}: the histogram is written as PNG; use a .png path")
+    figures, panels = {}, {}
+    for path in sets:
+        rows = read_rows(path)
+        kept = [(n, row) for n, row in enumerate(rows, 1) if include_wrong or row.get("correct", True)]
+        responses = [response_from_row(row, n) for n, row in kept]
+        report = trivial_ranker_report(responses, seed)
+        typer.echo(f"{path}: {len(kept)} of {len(rows)} rows")
+        typer.echo(report_table(report))
+        counts = position_counts(responses, bins)
+        panels[path.name] = counts
+        figures[str(path)] = {
+            "rows": len(rows),
+            "responses": len(responses),
+            "rankers": {
+                name: {**asdict(acc), "share_after": acc.share_after} for name, acc in report.items()
+            },
+            "positions": counts,
+        }
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(figures, indent=1))
+    if histogram is not None:
+        typer.echo(f"histogram -> {plot_positions(panels, histogram)}")
 
 
 @app.command("train-model")

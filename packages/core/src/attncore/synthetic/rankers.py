@@ -12,8 +12,9 @@ evaluation rollouts (`testbed.rollouts.jsonl`: the text and the oracle's labels 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from attncore.errors import UserError
@@ -75,9 +76,43 @@ def position_counts(responses: Iterable[LabelledResponse], bins: int = 10) -> di
     return counts
 
 
+def plot_positions(panels: Mapping[str, dict[str, list[int]]], path: str | Path) -> Path:
+    """A PNG with one panel per set: essential and redundant steps per relative-position bin, each as a
+    share of that label's steps (so the two shapes compare at any label balance)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.6 * len(panels), 3.4))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (title, counts) in zip(axes, panels.items(), strict=True):
+        bins = len(counts[ESSENTIAL])
+        width = 0.4 / bins
+        centres = [(b + 0.5) / bins for b in range(bins)]
+        for offset, label, colour in (
+            (-width / 2, ESSENTIAL, "tab:blue"),
+            (width / 2, REDUNDANT, "tab:orange"),
+        ):
+            total = sum(counts[label]) or 1
+            shares = [100 * c / total for c in counts[label]]
+            ax.bar(
+                [c + offset for c in centres], shares, width=width, color=colour, label=f"{label} ({total})"
+            )
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("relative position in the thinking (step index + ½) / steps")
+        ax.set_ylabel("% of that label's steps")
+        ax.set_xlim(0, 1)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    return out
+
+
 def response_from_row(row: dict[str, Any], number: int) -> LabelledResponse:
     """A generated record (`steps` with `text` and `label`, `answer`) or an evaluation rollout (`text`,
-    `step_labels`, `pred`, `gold`), whose steps are cut again with the segmenter the evaluation used."""
+    `step_labels`, `pred`, `gold`), whose steps are cut again with the segmenter the evaluation used
+    (texts stripped of the separators the segmenter keeps, so lengths compare as in generated sets)."""
     steps = row.get("steps")
     if isinstance(steps, list) and all(isinstance(s, dict) and {"text", "label"} <= s.keys() for s in steps):
         answer = row.get("answer")
@@ -88,7 +123,7 @@ def response_from_row(row: dict[str, Any], number: int) -> LabelledResponse:
         )
     if "step_labels" in row and "text" in row:
         thinking, _ = split_trace(str(row["text"]))
-        texts = tuple(attnpo_steps(thinking)) if thinking.strip() else ()
+        texts = tuple(step.strip() for step in attnpo_steps(thinking)) if thinking.strip() else ()
         labels = tuple(row["step_labels"])
         if len(texts) != len(labels):
             raise UserError(
@@ -105,6 +140,7 @@ def response_from_row(row: dict[str, Any], number: int) -> LabelledResponse:
 
 def report_table(report: dict[str, RankingAccuracy]) -> str:
     """A markdown table of the report, with the pair counts in a line under it."""
+
     def cell(value: float | None) -> str:
         return "—" if value is None else f"{value:.3f}"
 

@@ -285,16 +285,28 @@ RECOMPUTE: dict[Group, tuple[tuple[str, str], ...]] = {
             "Hold on",
             "Hold on, let me go through every step once more to be certain: {eqs}. Still {result} {unit}.",
         ),
-        ("Wait", "Wait, let me redo all of it in a single pass, start to end: {eqs}, which again ends at {result}."),
+        (
+            "Wait",
+            "Wait, let me redo all of it in a single pass, start to end: {eqs}, which again ends at {result}.",
+        ),
     ),
     "progression": (
         (
             "So",
             "So, going through the whole problem in one pass to confirm it: {eqs}, and that ends at {result} {unit}.",
         ),
-        ("Let me", "Let me redo everything from the start to be safe: {eqs}. The answer is {result} {unit} again."),
-        ("Okay, so", "Okay, so all of it together, one step after another: {eqs}, which gives {result} {unit} once more."),
-        ("Now", "Now, recomputing every value from the start as a final pass: {eqs}, so it is {result} {unit}."),
+        (
+            "Let me",
+            "Let me redo everything from the start to be safe: {eqs}. The answer is {result} {unit} again.",
+        ),
+        (
+            "Okay, so",
+            "Okay, so all of it together, one step after another: {eqs}, which gives {result} {unit} once more.",
+        ),
+        (
+            "Now",
+            "Now, recomputing every value from the start as a final pass: {eqs}, so it is {result} {unit}.",
+        ),
     ),
 }
 

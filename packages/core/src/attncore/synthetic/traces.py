@@ -135,7 +135,9 @@ def _plan(rng: random.Random, cfg: TraceConfig, n_ops: int, n_redundant: int) ->
         while regions:
             region = rng.choices(list(regions), weights=list(regions.values()))[0]
             inside = set(_region_gaps(region, n_ops))
-            fits = {role: sorted(inside.intersection(_fitting(role, n_ops, first_slip, gaps))) for role in weights}
+            fits = {
+                role: sorted(inside.intersection(_fitting(role, n_ops, first_slip, gaps))) for role in weights
+            }
             options = {role: w for role, w in weights.items() if fits[role]}
             if options:
                 role = rng.choices(list(options), weights=list(options.values()))[0]
@@ -246,7 +248,12 @@ class _Writer:
         if self.rng.random() < SANITY_SHARE:
             opening, template = self.rng.choice(SANITY_CHECK)
             self.add(
-                StepRole.SELF_CHECK, opening, template, result=op.result, meaning=self.recalled(op), unit=op.unit
+                StepRole.SELF_CHECK,
+                opening,
+                template,
+                result=op.result,
+                meaning=self.recalled(op),
+                unit=op.unit,
             )
             return
         # Undo the step: the result of the inverse is an operand of `op`, a value already known.
