@@ -17,6 +17,7 @@ from attncore.synthetic.oracle import label_trace
 from attncore.synthetic.rankers import (
     LabelledResponse,
     position_counts,
+    ranking_figures,
     response_from_row,
     trivial_ranker_report,
 )
@@ -49,6 +50,24 @@ def test_trivial_rankers_on_a_hand_computed_response():
     answer = report["contains the final answer"]
     assert (answer.sra, answer.sra_after, answer.sra_before) == (0.5, 0.25, 0.75)
     assert later.share_after == 0.5
+
+
+def test_figures_average_over_responses_with_pairs_and_pool_pair_counts():
+    U = "unparseable"
+    responses = [
+        LabelledResponse(("a",) * 4, (R, E, E, R), None),
+        LabelledResponse(("a",) * 2, (E, R), None),
+        LabelledResponse(("a",) * 3, (E, U, E), None),  # no pair: left out of the means
+    ]
+    figures = ranking_figures(responses, [[0.0, 1.0, 2.0, 2.0], [1.0, 1.0], [5.0, 0.0, 3.0]])
+    # First response: (1,0) 1, (2,0) 1 before; (1,3) 0, (2,3) tie 1/2 after. Second: a tie, after.
+    assert figures.sra == pytest.approx((2.5 / 4 + 0.5) / 2)
+    assert figures.sra_after == pytest.approx((0.25 + 0.5) / 2)
+    assert figures.sra_before == pytest.approx(1.0)
+    assert (figures.responses, figures.pairs, figures.pairs_after) == (2, 5, 3)
+    assert figures.share_after == pytest.approx(0.6)
+    none = ranking_figures([LabelledResponse(("a",), (E,), None)], [[1.0]])
+    assert (none.sra, none.sra_after, none.sra_before, none.share_after) == (None, None, None, None)
 
 
 def test_the_random_ranker_is_near_chance_and_reproducible():

@@ -66,6 +66,9 @@ def test_recipe_hash_ignores_evaluation_only_settings():
     assert config_hash(base) == config_hash(base.model_copy(update={"threads": 1}))
     trimmed = base.training.model_copy(update={"trim_heap_every": 10})
     assert config_hash(base) == config_hash(base.model_copy(update={"training": trimmed}))
+    # A run stopped by its time cap resumes under a longer cap (and another checkpoint interval).
+    longer = base.training.model_copy(update={"max_minutes": 600.0, "save_every": 10})
+    assert config_hash(base) == config_hash(base.model_copy(update={"training": longer}))
     changed = base.model_copy(update={"seed": 1})
     assert config_hash(base) != config_hash(changed)
 

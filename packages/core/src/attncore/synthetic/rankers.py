@@ -1,5 +1,5 @@
 """Trivial step rankers: how far a step's position, length or mention of the answer alone ranks essential
-steps above redundant ones (Step Ranking Accuracy, `attncore.step_ranking`).
+steps above redundant ones (Step Ranking Accuracy, `attncore.ranking`), overall and by pair direction.
 
 A testbed on which one of these rankers scores far from 0.5 lets a key-focus head (or AttnPO) look good
 by reading that cue instead of the reasoning; the direction split shows which cue (issue 16: on the
@@ -17,10 +17,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from attncore.errors import UserError
-from attncore.step_ranking import ESSENTIAL, REDUNDANT, RankingAccuracy, ranking_accuracy
+from attncore.ranking import Direction, mean_sra, pair_mask, step_ranking_accuracy
 from attncore.synthetic.arithmetic import numbers_in, parse_number
 from attncore.synthetic.oracle import attnpo_steps, split_trace
+
+ESSENTIAL = "essential"
+REDUNDANT = "redundant"
+
+
+@dataclass(frozen=True)
+class RankingFigures:
+    """One ranker's SRA over a set, and restricted to pairs whose redundant step comes after (before)
+    the essential one (None where no response has such a pair); pair counts pooled over the set."""
+
+    sra: float | None
+    sra_after: float | None
+    sra_before: float | None
+    responses: int  # responses with at least one pair
+    pairs: int
+    pairs_after: int
+
+    @property
+    def share_after(self) -> float | None:
+        """Share of all pairs whose redundant step comes after the essential one."""
+        return self.pairs_after / self.pairs if self.pairs else None
 
 
 @dataclass(frozen=True)
@@ -55,12 +78,46 @@ TRIVIAL_RANKERS: dict[str, Ranker] = {
 }
 
 
-def trivial_ranker_report(responses: Sequence[LabelledResponse], seed: int = 0) -> dict[str, RankingAccuracy]:
+def _masks(response: LabelledResponse) -> tuple[torch.Tensor, torch.Tensor]:
+    essential = torch.tensor([label == ESSENTIAL for label in response.labels], dtype=torch.bool)
+    redundant = torch.tensor([label == REDUNDANT for label in response.labels], dtype=torch.bool)
+    return essential, redundant
+
+
+def ranking_figures(
+    responses: Sequence[LabelledResponse], scores: Sequence[Sequence[float]]
+) -> RankingFigures:
+    """SRA of per-step `scores` (one list per response, higher = more essential), overall and by direction."""
+    masks = [_masks(r) for r in responses]
+
+    def sra(direction: Direction) -> float | None:
+        if not responses:
+            return None
+        per_response = torch.stack(
+            [
+                step_ranking_accuracy(torch.tensor(s, dtype=torch.float64), e, d, direction)
+                for s, (e, d) in zip(scores, masks, strict=True)
+            ]
+        )
+        value = float(mean_sra(per_response))
+        return None if value != value else value  # NaN: no response has such a pair
+
+    counts = [(int(pair_mask(e, d).sum()), int(pair_mask(e, d, "after").sum())) for e, d in masks]
+    return RankingFigures(
+        sra=sra("all"),
+        sra_after=sra("after"),
+        sra_before=sra("before"),
+        responses=sum(n > 0 for n, _ in counts),
+        pairs=sum(n for n, _ in counts),
+        pairs_after=sum(a for _, a in counts),
+    )
+
+
+def trivial_ranker_report(responses: Sequence[LabelledResponse], seed: int = 0) -> dict[str, RankingFigures]:
     """SRA of every trivial ranker on `responses` (the random ranker draws from `seed`)."""
     rng = random.Random(seed)
-    labels = [r.labels for r in responses]
     return {
-        name: ranking_accuracy([ranker(r, rng) for r in responses], labels)
+        name: ranking_figures(responses, [ranker(r, rng) for r in responses])
         for name, ranker in TRIVIAL_RANKERS.items()
     }
 
@@ -138,7 +195,7 @@ def response_from_row(row: dict[str, Any], number: int) -> LabelledResponse:
     )
 
 
-def report_table(report: dict[str, RankingAccuracy]) -> str:
+def report_table(report: dict[str, RankingFigures]) -> str:
     """A markdown table of the report, with the pair counts in a line under it."""
 
     def cell(value: float | None) -> str:

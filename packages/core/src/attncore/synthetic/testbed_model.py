@@ -156,10 +156,16 @@ class TestbedModelConfig(Config):
 
 
 def config_hash(cfg: TestbedModelConfig) -> str:
-    """Identifies a recipe; training checkpoints are only resumed for the same one."""
+    """Identifies a recipe; training checkpoints are only resumed for the same one. The time cap and
+    the checkpoint interval are not part of it: a run stopped by its cap resumes under a longer one."""
     payload = cfg.model_dump(
         mode="json",
-        exclude={"evaluation": True, "tracking": True, "threads": True, "training": {"trim_heap_every"}},
+        exclude={
+            "evaluation": True,
+            "tracking": True,
+            "threads": True,
+            "training": {"trim_heap_every", "max_minutes", "save_every"},
+        },
     )
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
