@@ -208,6 +208,11 @@ CASES: dict[str, tuple[Case, tuple[object, ...]]] = {
     "empty out": (lambda p: rollout(p, "out="), ("out",)),
     "blank out": (lambda p: rollout(p, "out=  "), ("out",)),
     "unknown engine": (lambda p: rollout(p, "engine=tpu"), ("engine", "tpu")),
+    "unknown device": (lambda p: rollout(p, "model.device=tpu"), ("model.device", "tpu")),
+    "threads beyond the bound": (lambda p: rollout(p, "threads=100000"), ("threads",)),
+    "unknown benchmark": (lambda p: rollout(p, "data.name=gsm9k"), ("gsm9k",)),
+    "unknown split": (lambda p: rollout(p, "data.split=nosuch"), ("nosuch",)),
+    "offset past the end": (lambda p: rollout(p, "data.offset=100000"), ("data.offset=100000",)),
     # malformed overrides and config files
     "unknown key": (lambda p: rollout(p, "samplng.n=2"), ("samplng",)),
     "text for a number": (lambda p: rollout(p, "sampling.n=many"), ("sampling.n", "many")),
@@ -252,6 +257,7 @@ CASES: dict[str, tuple[Case, tuple[object, ...]]] = {
         ),
         ("empty",),
     ),
+    "device without an accelerator": (lambda p: rollout(p, "model.device=cuda:99"), ("model.device",)),
     "another config's folder": (lambda p: into_store(p, "sampling.seed=7"), ("sampling.seed", "rollouts")),
     # where outputs and caches go
     "out inside a file": (lambda p: rollout(p, f"out={write(p.tmp / 'f', 'x')}/sub"), ("f",)),
@@ -308,6 +314,10 @@ CASES: dict[str, tuple[Case, tuple[object, ...]]] = {
     "extract option of the other kind": (
         lambda p: ["extract", "--config", EXTRACT_YAML, "kind=molsaki", "out=x"],
         ("prompt", "molsaki"),
+    ),
+    "extract input of another type": (
+        lambda p: ["extract", f"input.path={write(p.tmp / 'x.csv', 'a,b')}", f"model.name={p.tiny}", "out=x"],
+        ("x.csv",),
     ),
     "empty extract out": (lambda p: ["extract", f"input.path={p.traces}", "out="], ("out",)),
     "view of a huge figure": (

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from attncore.errors import ConfigError
 
@@ -51,6 +51,13 @@ def _non_blank_path(value: str) -> str:
 
 OutputPath = Annotated[str, AfterValidator(_non_blank_path)]
 """A folder a job writes into: never empty, which would silently mean the working directory."""
+
+MAX_THREADS = 1024
+Threads = Annotated[
+    int | None,
+    Field(ge=1, le=MAX_THREADS, description="torch CPU threads per process (default: torch's choice)"),
+]
+"""A torch thread count: a huge one (threads=100000) would exhaust memory starting threads."""
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

@@ -286,12 +286,19 @@ def _svamp_split(rows: list[dict[str, Any]], split: str) -> list[tuple[int, dict
     return [(i, rows[i]) for i in sorted(chosen)]
 
 
-def _local_rows(name: str, split: str, folder: Path | None) -> tuple[list[tuple[int, dict[str, Any]]], str]:
+def _local_split(name: str, split: str) -> str:
+    """The split of the local files that `split` is read from; an unknown split is an error."""
     spec = BENCHMARKS[name]
     base_split = "test" if name == "svamp" and split in SVAMP_SPLITS else split
     if base_split not in spec.local:
         known = sorted(spec.local) + (list(SVAMP_SPLITS) if name == "svamp" else [])
         raise UserError(f"benchmark {name!r} has no split {split!r} (known: {', '.join(known)})")
+    return base_split
+
+
+def _local_rows(name: str, split: str, folder: Path | None) -> tuple[list[tuple[int, dict[str, Any]]], str]:
+    spec = BENCHMARKS[name]
+    base_split = _local_split(name, split)
     if folder is None:
         raise UserError(
             f"no data folder for {name!r}: set ATTNCORE_DATA_DIR, data.data_dir, or data.hub_id to load from the hub"
@@ -345,20 +352,31 @@ def hub_only(name: str) -> bool:
     return name in BENCHMARKS and not BENCHMARKS[name].local
 
 
-def load_problems(cfg: DataConfig) -> list[Problem]:
-    """Problems for one benchmark split, from the local folder or the hub, then offset/limit applied."""
+def _check_known(cfg: DataConfig) -> None:
     if cfg.name not in BENCHMARKS and cfg.hub_id is None:
         raise UserError(
             f"unknown benchmark {cfg.name!r} (known: {', '.join(BENCHMARKS)}; or give data.hub_id)"
         )
+
+
+def _window(problems: list[Problem], cfg: DataConfig, source: str) -> list[Problem]:
+    """`problems` from `cfg.offset`, at most `cfg.limit` of them; an offset past the end is an error."""
+    if problems and cfg.offset >= len(problems):
+        raise UserError(f"data.offset={cfg.offset} is past the end of {source} ({len(problems)} problems)")
+    end = None if cfg.limit is None else cfg.offset + cfg.limit
+    return problems[cfg.offset : end]
+
+
+def load_problems(cfg: DataConfig) -> list[Problem]:
+    """Problems for one benchmark split, from the local folder or the hub, then offset/limit applied."""
+    _check_known(cfg)
     if cfg.hub_id is not None or hub_only(cfg.name):
         indexed, source = _hub_rows(cfg)
     else:
         indexed, source = _local_rows(cfg.name, cfg.split, data_dir(cfg.data_dir))
     normalise = BENCHMARKS[cfg.name].normalise if cfg.name in BENCHMARKS else _math_like
     problems = [normalise(dict(row), index, source) for index, row in indexed]
-    end = None if cfg.limit is None else cfg.offset + cfg.limit
-    return problems[cfg.offset : end]
+    return _window(problems, cfg, source)
 
 
 def bundled_problems() -> list[Problem]:
@@ -368,10 +386,10 @@ def bundled_problems() -> list[Problem]:
 
 def load_problems_or_bundled(cfg: DataConfig) -> tuple[list[Problem], str]:
     """Like `load_problems`, but falls back to the bundled problems when no data folder exists."""
+    _check_known(cfg)
     if cfg.hub_id is None and not hub_only(cfg.name) and data_dir(cfg.data_dir) is None:
-        problems = bundled_problems()
-        end = None if cfg.limit is None else cfg.offset + cfg.limit
-        return problems[cfg.offset : end], "bundled"
+        _local_split(cfg.name, cfg.split)
+        return _window(bundled_problems(), cfg, "the bundled problems"), "bundled"
     return load_problems(cfg), "data"
 
 

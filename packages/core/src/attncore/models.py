@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from pydantic import Field
+
 from attncore.config import Config
 from attncore.errors import UserError
 from attncore.paths import built_model_dir, share_as_umask_allows
@@ -33,6 +35,7 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_MARKER = "attncore-cache.json"
 
 DType = Literal["float32", "bfloat16", "float16", "auto"]
+DEVICE_PATTERN = r"^(auto|cpu|mps|(cuda|xpu)(:\d+)?)$"
 
 
 class ModelConfig(Config):
@@ -41,7 +44,7 @@ class ModelConfig(Config):
     name: str = EMBEDDED_DEFAULT
     revision: str | None = None
     dtype: DType = "float32"
-    device: str = "cpu"
+    device: str = Field("cpu", pattern=DEVICE_PATTERN, description="cpu, cuda, cuda:N, mps, xpu[:N] or auto")
     attn_implementation: str = "sdpa"
 
 
@@ -224,6 +227,11 @@ def load_model(cfg: ModelConfig | str | None = None) -> LoadedModel:
         raise UserError(
             f"could not load model {cfg.name!r} (tried {'; '.join(tried) or source}): {first}"
         ) from None
-    model.to(resolve_device(cfg.device))
+    device = resolve_device(cfg.device)
+    try:
+        model.to(device)
+    except (RuntimeError, AssertionError) as exc:  # no such accelerator here, or no driver
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"model.device={cfg.device!r} is not usable here: {first[:200]}") from None
     model.eval()
     return LoadedModel(model, tokenizer, cfg.name, source)

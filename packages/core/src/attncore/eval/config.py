@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from attncore.config import Config, EntryError, OutputPath
+from attncore.config import Config, EntryError, OutputPath, Threads
 from attncore.data import BENCHMARKS, DataConfig
 from attncore.models import ModelConfig
 from attncore.prompts import PromptConfig
@@ -79,7 +79,7 @@ class SuiteConfig(Config):
     engine: Literal["auto", "hf", "vllm"] = "auto"
     batch_size: int = Field(8, ge=1, description="sequences per HF generate call")
     vllm: VLLMOptions = VLLMOptions()
-    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    threads: Threads = None
     overwrite: bool = False
     tracking: TrackingConfig = TrackingConfig()
 

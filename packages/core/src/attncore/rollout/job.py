@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from attncore.config import Config, OutputPath, save_resolved
+from attncore.config import Config, OutputPath, Threads, save_resolved
 from attncore.data import DataConfig, Problem, load_problems_or_bundled
 from attncore.grading import Grader
 from attncore.models import ModelConfig, load_model, resolve_device
@@ -48,7 +48,7 @@ class RolloutJobConfig(Config):
     grade: bool = True
     out: OutputPath = "runs/rollouts"
     overwrite: bool = False
-    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    threads: Threads = None
     tracking: TrackingConfig = TrackingConfig()
 
 

@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from attncore.config import Config, OutputPath
+from attncore.config import Config, OutputPath, Threads
 from attncore.critical import CriticalConfig
-from attncore.models import ModelConfig
+from attncore.models import DEVICE_PATTERN, ModelConfig
 from attncore.prompts import PromptConfig
 from attncore.steps import StepSegmenterConfig
 
@@ -18,7 +18,7 @@ Kind = Literal["attnpo", "molsaki"]
 class ExtractModelConfig(ModelConfig):
     """The model to read with; by default on each process's own accelerator (`auto`), else the CPU."""
 
-    device: str = "auto"
+    device: str = Field("auto", pattern=DEVICE_PATTERN)
 
 
 class InputConfig(Config):
@@ -77,7 +77,7 @@ class ExtractConfig(Config):
     )
     out: OutputPath = "runs/attention"
     overwrite: bool = False
-    threads: int | None = Field(None, ge=1, description="torch CPU threads per process")
+    threads: Threads = None
 
     @model_validator(mode="after")
     def _options_of_the_kind(self) -> ExtractConfig:

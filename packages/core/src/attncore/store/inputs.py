@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from attncore.data import Problem, read_rows
+from attncore.data import Problem, check_row_file, read_rows
 from attncore.errors import UserError
 from attncore.prompts import PromptConfig, encode_prompt
 from attncore.rollout.store import rerun_command
@@ -72,10 +72,15 @@ def _check_unique(examples: list[Example], path: Path) -> None:
 
 
 def input_source(cfg: InputConfig) -> Path:
-    """The input path, checked to exist (before any model is loaded for it)."""
+    """The input path, checked (before any model is loaded for it) to be a rollout folder or a file of
+    a supported type."""
     path = Path(cfg.path)
     if not path.exists():
         raise UserError(f"input not found: {path}")
+    if path.is_dir():
+        ShardedTable.read_only(path)
+    else:
+        check_row_file(path)
     return path
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from pydantic import Field
 
-from attncore.config import Config, save_resolved
+from attncore.config import Config, Threads, save_resolved
 from attncore.errors import UserError
 from attncore.heap import trim_heap
 from attncore.models import atomic_build, load_model
@@ -151,7 +151,7 @@ class TestbedModelConfig(Config):
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     seed: int = 0
-    threads: int | None = None
+    threads: Threads = None
     tracking: TrackingConfig = TrackingConfig(mode="disabled")
 
 
