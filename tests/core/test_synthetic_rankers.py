@@ -65,6 +65,7 @@ def test_figures_average_over_responses_with_pairs_and_pool_pair_counts():
     assert figures.sra_after == pytest.approx((0.25 + 0.5) / 2)
     assert figures.sra_before == pytest.approx(1.0)
     assert (figures.responses, figures.pairs, figures.pairs_after) == (2, 5, 3)
+    assert (figures.responses_after, figures.responses_before) == (2, 1)
     assert figures.share_after == pytest.approx(0.6)
     none = ranking_figures([LabelledResponse(("a",), (E,), None)], [[1.0]])
     assert (none.sra, none.sra_after, none.sra_before, none.share_after) == (None, None, None, None)

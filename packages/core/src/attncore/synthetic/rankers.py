@@ -37,6 +37,8 @@ class RankingFigures:
     sra_after: float | None
     sra_before: float | None
     responses: int  # responses with at least one pair
+    responses_after: int  # ... with a pair whose redundant step comes after the essential one
+    responses_before: int
     pairs: int
     pairs_after: int
 
@@ -103,11 +105,14 @@ def ranking_figures(
         return None if value != value else value  # NaN: no response has such a pair
 
     counts = [(int(pair_mask(e, d).sum()), int(pair_mask(e, d, "after").sum())) for e, d in masks]
+    befores = [n - a for n, a in counts]
     return RankingFigures(
         sra=sra("all"),
         sra_after=sra("after"),
         sra_before=sra("before"),
         responses=sum(n > 0 for n, _ in counts),
+        responses_after=sum(a > 0 for _, a in counts),
+        responses_before=sum(b > 0 for b in befores),
         pairs=sum(n for n, _ in counts),
         pairs_after=sum(a for _, a in counts),
     )
@@ -213,8 +218,9 @@ def report_table(report: dict[str, RankingFigures]) -> str:
     if any_acc.pairs:
         after = any_acc.share_after or 0.0
         lines.append(
-            f"\n{any_acc.responses} responses with pairs, {any_acc.pairs} (essential, redundant) pairs: "
-            f"{100 * after:.1f}% with the redundant step after the essential one, "
+            f"\n{any_acc.responses} responses with pairs ({any_acc.responses_after} with a redundant step "
+            f"after an essential one, {any_acc.responses_before} before), {any_acc.pairs} (essential, "
+            f"redundant) pairs: {100 * after:.1f}% with the redundant step after the essential one, "
             f"{100 * (1 - after):.1f}% before"
         )
     return "\n".join(lines)
