@@ -9,6 +9,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from attnpo.selection import Ensemble, HeadTable, RankerSummary
@@ -28,10 +30,10 @@ def plot_heatmap(table: HeadTable, eligible: Tensor, chosen: Sequence[tuple[int,
             if not eligible[layer, head]:
                 ax.plot(head, layer, marker=".", color="0.3", markersize=3)
     for layer, head in chosen:
-        ax.add_patch(matplotlib.patches.Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, lw=2, ec="k"))
-    ax.set_xlabel("query head")
+        ax.add_patch(Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, lw=2, ec="k"))
+    ax.set_xlabel("query head\n(dot: fails a pair direction; box: selected)", fontsize=8)
     ax.set_ylabel("layer")
-    ax.set_title("Step Ranking Accuracy per head (dot: fails a pair direction; box: selected)")
+    ax.set_title("Step Ranking Accuracy per head", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path
@@ -43,6 +45,7 @@ def plot_curves(top: Sequence[Ensemble], greedy: Sequence[Ensemble], path: Path)
     ax.plot([e.k for e in top], [e.sra for e in top], "o-", label="top-k")
     ax.plot([e.k for e in greedy], [e.sra for e in greedy], "s--", label="greedy")
     ax.axhline(0.5, color="0.6", lw=0.8, ls=":")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("heads in the ensemble (k)")
     ax.set_ylabel("ensemble SRA")
     ax.legend()
