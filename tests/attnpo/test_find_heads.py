@@ -55,6 +55,9 @@ def test_find_heads_with_oracle_labels_scores_every_head_and_writes_the_outputs(
     assert headline[f"best single head {best[1]}"]["sra"] == pytest.approx(best[0], abs=1e-6)
     assert {"greedy ensemble, k = 3", "top-k ensemble, k = 3", "selected (3 heads)"} <= set(headline)
     flat = sorted(v for row in table["sra"] for v in row)
+    later = headline["trivial: later step"]
+    assert later["after"] == 0.0 and later["before"] == 1.0  # position only: wrong after, right before
+    assert len([k for k in headline if k.startswith("trivial: ")]) == 6
     assert headline["median head (per column)"]["sra"] == pytest.approx(flat[(len(flat) - 1) // 2], abs=1e-6)
     heads = read_heads(out / "heads.yaml")
     assert len(heads) == 3 and tuple(map(tuple, heads)) == result.heads

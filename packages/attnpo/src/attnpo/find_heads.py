@@ -9,6 +9,7 @@ run continues where it stopped; a folder holding another configuration's work is
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 from attncore.config import Config, save_resolved
 from attncore.data import write_jsonl
 from attncore.errors import UserError
+from attncore.grading import extract_boxed
 from attncore.models import (
     LoadedModel,
     ModelConfig,
@@ -32,13 +34,15 @@ from attncore.models import (
 from attncore.rollout.grade import resolve_grading_mode
 from attncore.shards import write_json_atomic
 from attncore.steps import StepSegmenterConfig
+from attncore.synthetic.rankers import TRIVIAL_RANKERS
+from attncore.synthetic.rankers import LabelledResponse as TextResponse
 from attncore.tracking import Tracker, TrackingConfig
 from attnpo.artifact import HeadEntry, HeadsArtifact, write_artifact
 from attnpo.causal import CausalConfig, CausalResult, causal_check
 from attnpo.head_scores import HeadScoreStore, score_probe
 from attnpo.heads_report import markdown_report, plot_curves, plot_heatmap
 from attnpo.labels import ESSENTIAL, REDUNDANT, LabelsConfig, OracleLabelsConfig, label_source
-from attnpo.probe import ProbeConfig, probe_hash, probe_items, read_rollouts, sample_probe_rollouts
+from attnpo.probe import ProbeConfig, ProbeItem, probe_hash, probe_items, read_rollouts, sample_probe_rollouts
 from attnpo.selection import (
     Ensemble,
     LabelledResponse,
@@ -300,10 +304,33 @@ class Selected:
     curves: dict[str, list[Ensemble]]
 
 
+def trivial_ranker_scores(
+    responses: list[LabelledResponse], items: list[ProbeItem], seed: int
+) -> dict[str, list]:
+    """Per trivial ranker of the testbed (position, length, mentions the answer, random), its (steps,)
+    scores of each scored response; the answer is the response's boxed answer, else the gold."""
+    by_id = {i.rollout.rollout_id: i.response for i in items}
+    texts = []
+    for r in responses:
+        probe = by_id[r.id]
+        boxed = extract_boxed(probe.answer)
+        labels = tuple(
+            ESSENTIAL if e else REDUNDANT if d else "unlabelled"
+            for e, d in zip(r.essential.tolist(), r.redundant.tolist(), strict=True)
+        )
+        texts.append(TextResponse(probe.steps, labels, boxed if boxed is not None else probe.gold))
+    rng = random.Random(seed)
+    return {
+        name: [torch.tensor(ranker(t, rng), dtype=torch.float64) for t in texts]
+        for name, ranker in TRIVIAL_RANKERS.items()
+    }
+
+
 def headline_rankers(
-    responses, table, eligible, top, greedy, chosen, sra: SRAConfig
+    responses, items, table, top, greedy, chosen, sra: SRAConfig
 ) -> dict[str, RankerSummary]:
-    """The issue's headline rows: best single head, ensembles at k = 3 and the chosen one, the median head."""
+    """The issue's headline rows: best single head, ensembles at k = 3 and the chosen one, the median head,
+    and the trivial rankers, all on the same responses."""
 
     def summary(scores):
         return summarise_ranker(responses, scores, sra.bootstrap_samples, sra.confidence, sra.seed)
@@ -321,6 +348,8 @@ def headline_rankers(
         float(table.sra.nanmedian()), nan, nan,
         float(table.by_direction["after"].nanmedian()), float(table.by_direction["before"].nanmedian()),
     )  # fmt: skip
+    for name, scores in trivial_ranker_scores(responses, items, sra.seed).items():
+        rows[f"trivial: {name}"] = summary(scores)
     return rows
 
 
@@ -333,7 +362,7 @@ def _select_and_report(cfg, model_name, responses, items, phash, provenance, dro
     greedy = greedy_curve(responses, table, eligible, cfg.selection.k_max)
     curve = greedy if cfg.selection.method == "greedy" else top
     chosen = curve[min(cfg.selection.k, len(curve)) - 1] if curve else None
-    headline = headline_rankers(responses, table, eligible, top, greedy, chosen, sra)
+    headline = headline_rankers(responses, items, table, top, greedy, chosen, sra)
     probe = {"hash": phash, "responses": len(items), "scored": len(responses), "left_out": dropped}
     write_json_atomic(
         out / TABLE_NAME,

@@ -94,6 +94,16 @@ def markdown_report(
     for name, r in headline.items():
         interval = "-" if r.low != r.low else f"{_f(r.low)}-{_f(r.high)}"
         lines.append(f"| {name} | {_f(r.sra)} | {interval} | {_f(r.after)} | {_f(r.before)} |")
+    trivial = {name: r for name, r in headline.items() if name.startswith("trivial: ")}
+    if trivial:
+        best_trivial = max(trivial, key=lambda name: trivial[name].sra)
+        margins = [
+            f"{name} {headline[name].sra - trivial[best_trivial].sra:+.3f}"
+            for name in headline
+            if name.startswith(("best single head", "selected"))
+        ]
+        lines += ["", f"Margin over the best trivial ranker ({best_trivial[9:]}, {_f(trivial[best_trivial].sra)}): "
+                  + "; ".join(margins) + "."]  # fmt: skip
     lines += [
         "",
         "## Best heads (all heads, by overall SRA)",
