@@ -41,6 +41,8 @@ or inside a forward that other code runs (the selection applies once, to the nex
 Each capture registers its own name, so several can coexist in one process; leaving the context
 restores the model's previous attention implementation. The registered function holds no reference to
 the model or to captured tensors once the context has ended. The model is assumed to sit on one device.
+`SwitchedAttention` (registering and switching) is shared with the differentiable capture in
+`attncore.attention_grad`.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import torch
 from torch import Tensor
@@ -349,29 +351,28 @@ class _CaptureFunction:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 
-class AttentionCapture:
-    """Context manager that runs a model through SDPA plus selective probability capture (see module doc)."""
+class SwitchedAttention:
+    """Base of the capture context managers: registers `function` (an object with a `plan` attribute)
+    under a fresh name with `AttentionInterface`, plus `sdpa_mask` with `AttentionMaskInterface` so padded
+    batches still get their mask, and switches the model to it inside `with`."""
 
-    def __init__(self, model: torch.nn.Module, chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+    def __init__(self, model: torch.nn.Module, function: Any):
         from transformers import AttentionInterface
         from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-        if chunk_bytes <= 0:
-            raise UserError(f"chunk_bytes must be positive, got {chunk_bytes}")
         self.model = model
-        self.chunk_bytes = chunk_bytes
         text = model.config.get_text_config()
         self.num_layers = text.num_hidden_layers
         self.num_heads = text.num_attention_heads
         self.name = f"attncore_capture_{next(_names)}"
-        self._function = _CaptureFunction()
+        self._function = function
         self._previous: str | None = None
         AttentionInterface.register(self.name, self._function)
-        AttentionMaskInterface.register(self.name, sdpa_mask)  # without it, padded batches get no mask
+        AttentionMaskInterface.register(self.name, sdpa_mask)
 
-    def __enter__(self) -> AttentionCapture:
+    def __enter__(self) -> Self:
         if self._previous is not None:
-            raise UserError("this AttentionCapture is already active")
+            raise UserError(f"this {type(self).__name__} is already active")
         self._previous = self.model.config._attn_implementation
         self.model.set_attn_implementation(self.name)
         if self.model.config._attn_implementation != self.name:
@@ -387,14 +388,30 @@ class AttentionCapture:
         self.model.set_attn_implementation(self._previous)
         self._previous = None
 
-    def arm(self, selection: Selection) -> None:
-        """Capture `selection` during the next forward of the model (replacing any pending selection)."""
+    def _check_armable(self) -> None:
+        """Raise unless this capture is active and still the model's attention implementation."""
         if self._previous is None:
-            raise UserError("arm() needs an active capture: use `with AttentionCapture(model) as capture:`")
+            raise UserError(
+                f"arm() needs an active capture: use `with {type(self).__name__}(model) as capture:`"
+            )
         if self.model.config._attn_implementation != self.name:
             raise UserError(
                 f"the model now runs {self.model.config._attn_implementation!r}, not this capture"
             )
+
+
+class AttentionCapture(SwitchedAttention):
+    """Context manager that runs a model through SDPA plus selective probability capture (see module doc)."""
+
+    def __init__(self, model: torch.nn.Module, chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+        if chunk_bytes <= 0:
+            raise UserError(f"chunk_bytes must be positive, got {chunk_bytes}")
+        super().__init__(model, _CaptureFunction())
+        self.chunk_bytes = chunk_bytes
+
+    def arm(self, selection: Selection) -> None:
+        """Capture `selection` during the next forward of the model (replacing any pending selection)."""
+        self._check_armable()
         device = next(self.model.parameters()).device
         self._function.plan = _Plan(selection, self.num_layers, self.num_heads, self.chunk_bytes, device)
 

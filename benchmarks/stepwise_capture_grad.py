@@ -1,0 +1,246 @@
+"""Cost of the differentiable stepwise capture in a MoLSAKI student training step (SmolLM2-135M-Instruct,
+fp32, CPU).
+
+Compares, per sequence length T (batch 1, forward + backward, no optimizer step, 2 threads):
+  (a) a plain SDPA training step: next-token cross-entropy on the whole text (the baseline),
+  (b) the same step through `attncore.attention_grad.StepwiseGradCapture` on all 30 layers, the loss
+      plus a MoLSAKI attention term built from the captured matrices and value projections,
+  (c) eager attention with `output_attentions=True`, the same loss with the matrices computed from the
+      returned (B, H, T, T) maps (`aggregate.stepwise_attention`) and the values from `v_proj` hooks.
+
+The MoLSAKI shape: the text is GSM8K training items written as "Question: {q}\\nRationale: {r}" and
+concatenated until T tokens; steps are its sentences (`steps.sentence_spans`), critical units its
+number occurrences (`critical.find_critical_units`), both cut to the first T tokens. The attention term
+is molsaki-spec §6-7 with a random fixed teacher matrix: a zero-initialised MoL router (RMSNorm of each
+V_l summed over tokens, one linear layer, τ2 = 0.5) mixes the layers, then the per-step KL.
+
+Method, per T:
+- Memory: each mode runs in a fresh subprocess. The child loads the model, runs a 64-token warm-up
+  step, resets the kernel's peak-RSS counter (writing 5 to /proc/self/clear_refs; Linux only), runs one
+  step and reports the peak RSS (VmHWM) and the RSS just before the step. "step MiB" is the difference.
+- Time: one subprocess loads a model per mode, warms each up, then runs the modes round-robin and keeps
+  each mode's best of `--repeats` rounds, in wall time and in process CPU time (less inflated when other
+  processes share the cores). The load average is printed.
+
+    python benchmarks/stepwise_capture_grad.py [--lengths 256 512 1024] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+
+WARMUP_TOKENS = 64
+THREADS = 2
+MODES = ("sdpa", "capture", "eager")
+TAU2 = 0.5
+CALCULATOR = re.compile(r"<<[^>]*>>")
+
+
+def _proc_kib(field: str) -> int:
+    with open("/proc/self/status") as lines:
+        for line in lines:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} missing from /proc/self/status")
+
+
+def molsaki_text(tokenizer, length: int):
+    """Token ids (1, T) of concatenated GSM8K items and their step (1, S, T) / unit (1, C, T) memberships."""
+    import torch
+
+    from attncore.aggregate import membership
+    from attncore.critical import find_critical_units, unit_token_sets
+    from attncore.data import read_jsonl
+    from attncore.paths import data_dir
+    from attncore.steps import encode_text, sentence_spans, token_ranges_by_start
+
+    folder = data_dir()
+    if folder is None:
+        sys.exit("error: the reference data folder is missing (set ATTNCORE_DATA_DIR)")
+    rows = read_jsonl(folder / "train" / "gsm8k" / "train.jsonl")
+    text, parts = "", []
+    for row in rows:
+        question = f"Question: {row['question']}\nRationale:"
+        parts += [(len(text), len(text) + len(question))]
+        text += question
+        worked = CALCULATOR.sub("", row["answer"].split("####")[0]).strip()  # GSM8K's <<48/2=24>> notes
+        rationale = f" {worked}\n"
+        parts += [(len(text), len(text) + len(rationale))]
+        text += rationale
+        if len(text) > 6 * length:  # GSM8K runs at about 4 characters per SmolLM2 token
+            break
+    encoded = encode_text(tokenizer, text)
+    if len(encoded.ids) < length:
+        raise RuntimeError(f"the text has {len(encoded.ids)} tokens, fewer than {length}")
+    steps = [
+        range(a, min(b, length)) for a, b in token_ranges_by_start(sentence_spans(text, parts), encoded.ends)
+    ]
+    units = [t for t in unit_token_sets(find_critical_units(text), encoded.ends) if t and t[-1] < length]
+    ids = torch.tensor([encoded.ids[:length]])
+    return ids, membership([s for s in steps if len(s)], length)[None], membership(units, length)[None]
+
+
+def attention_loss(matrices, values, teacher, router) -> object:
+    """molsaki-spec §6-7: router mix of the student's (B, L, S, C) matrices, per-step KL to the teacher."""
+    import torch
+
+    norm, linear = router
+    summed = norm(values).sum(2)  # (B, L, d_v)
+    mix = torch.softmax(linear(summed.flatten(1)) / TAU2, -1)  # (B, L)
+    student = torch.einsum("bl,blsc->bsc", mix, matrices)
+    kl = torch.nn.functional.kl_div(
+        student.log_softmax(-1), teacher.log_softmax(-1), log_target=True, reduction="none"
+    )
+    return kl.sum(-1).mean()
+
+
+def build_step(mode: str, length: int, stack: ExitStack) -> tuple[Callable[[int], None], object]:
+    """Load a fresh model for `mode`; return a training step over the first n tokens of the text."""
+    import torch
+
+    from attncore.aggregate import stepwise_attention
+    from attncore.attention_grad import StepwiseGradCapture
+    from attncore.models import ModelConfig, load_model
+
+    loaded = load_model(ModelConfig(attn_implementation="eager" if mode == "eager" else "sdpa"))
+    model = loaded.model.train()
+    ids, steps, units = molsaki_text(loaded.tokenizer, length)
+    layers = model.config.num_hidden_layers
+    d_v = model.config.num_key_value_heads * model.config.head_dim
+    router = (torch.nn.RMSNorm(d_v), torch.nn.Linear(layers * d_v, layers))
+    torch.nn.init.zeros_(router[1].weight)
+    torch.nn.init.zeros_(router[1].bias)
+    teacher = torch.randn(1, steps.shape[1], units.shape[1], generator=torch.Generator().manual_seed(0))
+    capture = stack.enter_context(StepwiseGradCapture(model)) if mode == "capture" else None
+    values: list[torch.Tensor] = []
+    if mode == "eager":
+        for layer in model.model.layers:
+            layer.self_attn.v_proj.register_forward_hook(lambda m, args, out: values.append(out))
+
+    def step(n: int) -> None:
+        model.zero_grad(set_to_none=True)
+        values.clear()
+        x, s, c = ids[:, :n], steps[..., :n], units[..., :n]
+        if capture is not None:
+            capture.arm(s, c)
+        out = model(x, labels=x, use_cache=False, output_attentions=mode == "eager")
+        loss = out.loss
+        if capture is not None:
+            got = capture.collect()
+            loss = loss + attention_loss(got.matrices, got.values, teacher, router)
+        elif mode == "eager":
+            matrices = torch.stack([stepwise_attention(a, s, c) for a in out.attentions], 1)
+            loss = loss + attention_loss(matrices, torch.stack(values, 1), teacher, router)
+        loss.backward()
+
+    return step, (steps.shape[1], units.shape[1])
+
+
+def child_memory(mode: str, length: int) -> dict:
+    """Peak RSS of one training step in this (fresh) process."""
+    with ExitStack() as stack:
+        step, shape = build_step(mode, length, stack)
+        step(WARMUP_TOKENS)
+        loaded = _proc_kib("VmRSS")
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        step(length)
+    return {"peak_mib": _proc_kib("VmHWM") / 1024, "loaded_mib": loaded / 1024, "shape": shape}
+
+
+def child_timing(modes: list[str], length: int, repeats: int) -> dict:
+    """Best-of-`repeats` wall and CPU time of a training step per mode, the modes run round-robin."""
+    with ExitStack() as stack:
+        steps = {mode: build_step(mode, length, stack)[0] for mode in modes}
+        for step in steps.values():
+            step(WARMUP_TOKENS)
+        best = {mode: {"seconds": float("inf"), "cpu_seconds": float("inf")} for mode in modes}
+        for _ in range(repeats):
+            for mode, step in steps.items():
+                wall, cpu = time.perf_counter(), time.process_time()
+                step(length)
+                best[mode]["seconds"] = min(best[mode]["seconds"], time.perf_counter() - wall)
+                best[mode]["cpu_seconds"] = min(best[mode]["cpu_seconds"], time.process_time() - cpu)
+    return best
+
+
+def run_child(args: list[str]) -> dict:
+    """Run this script as a child measurement and parse its JSON line."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(THREADS)}
+    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"child {args} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def table(results: dict[int, dict[str, dict]]) -> str:
+    """Markdown table: best times, peak RSS, the step's own RSS increase, and the ratios."""
+
+    def ratio(by_mode: dict, num: str, den: str, key: str) -> str:
+        return f"{by_mode[num][key] / by_mode[den][key]:.2f}"
+
+    header = (
+        "| T | steps × units | (a) SDPA s | (b) capture s | (c) eager s | (b)/(a) time | (c)/(b) time "
+        "| (b)/(a) CPU time | (c)/(b) CPU time | (a) peak MiB | (b) peak MiB | (c) peak MiB "
+        "| (b)/(a) peak | (c)/(b) peak | step MiB (a / b / c) | (b)/(a) step MiB |"
+    )
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for length, m in results.items():
+        shape = "{} × {}".format(*m["sdpa"]["shape"])
+        times = " | ".join(f"{m[mode]['seconds']:.2f}" for mode in MODES)
+        peaks = " | ".join(f"{m[mode]['peak_mib']:.0f}" for mode in MODES)
+        own = " / ".join(f"{m[mode]['step_mib']:.0f}" for mode in MODES)
+        lines.append(
+            f"| {length} | {shape} | {times} | {ratio(m, 'capture', 'sdpa', 'seconds')} "
+            f"| {ratio(m, 'eager', 'capture', 'seconds')} | {ratio(m, 'capture', 'sdpa', 'cpu_seconds')} "
+            f"| {ratio(m, 'eager', 'capture', 'cpu_seconds')} | {peaks} "
+            f"| {ratio(m, 'capture', 'sdpa', 'peak_mib')} | {ratio(m, 'eager', 'capture', 'peak_mib')} "
+            f"| {own} | {ratio(m, 'capture', 'sdpa', 'step_mib')} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 512, 1024])
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed rounds per T (each mode's best is kept)"
+    )
+    parser.add_argument("--child-memory", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--child-timing", nargs="+", choices=MODES, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_memory or args.child_timing:
+        import torch
+
+        torch.set_num_threads(THREADS)
+    if args.child_memory:
+        print(json.dumps(child_memory(args.child_memory, args.lengths[0])))
+        return
+    if args.child_timing:
+        print(json.dumps(child_timing(args.child_timing, args.lengths[0], args.repeats)))
+        return
+
+    load_before = os.getloadavg()[0]
+    results: dict[int, dict[str, dict]] = {}
+    for length in args.lengths:
+        by_mode = {mode: run_child(["--child-memory", mode, "--lengths", str(length)]) for mode in MODES}
+        best = run_child(["--child-timing", *MODES, "--lengths", str(length), "--repeats", str(args.repeats)])
+        for mode, measured in by_mode.items():
+            measured.update(best[mode])
+            measured["step_mib"] = measured["peak_mib"] - measured["loaded_mib"]
+            print(f"T={length} {mode}: {json.dumps(measured)}", file=sys.stderr, flush=True)
+        results[length] = by_mode
+    print(table(results))
+    print(f"\n1-minute load average: {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.")
+
+
+if __name__ == "__main__":
+    main()
