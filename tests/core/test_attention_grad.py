@@ -13,6 +13,9 @@ from attncore.errors import UserError
 from attncore.models import load_model
 
 TOL = 1e-5
+SMOLLM2_GRAD_TOL = 1e-4
+"""30 fp32 layers: eager fp32 itself is 6e-5 away from an fp64 eager run on these gradients (measured on
+this test's loss without padding; plain SDPA training likewise), so 1e-5 is below fp32's own noise."""
 LENGTHS = [20, 15, 8]
 
 
@@ -98,16 +101,20 @@ def loss_of(logits, matrices, values, mask, seed: int = 1):
     return sum((t * torch.randn(t.shape, generator=gen)).sum() for t in parts)
 
 
+def difference(got: torch.Tensor, reference: torch.Tensor) -> float:
+    """Largest absolute difference, relative to the reference's largest entry when that exceeds 1
+    (fp32 sums of values of size ~100 differ by ~1e-5 in absolute terms whatever the kernel)."""
+    return float((got - reference).abs().max() / reference.abs().max().clamp_min(1))
+
+
 def max_grad_difference(a: torch.nn.Module, b: torch.nn.Module) -> float:
-    """Largest gradient difference over all parameters, each relative to the largest entry of that
-    parameter's reference gradient when it exceeds 1 (fp32 sums of gradients of size ~100 differ by
-    ~1e-5 in absolute terms whatever the attention kernel)."""
+    """`difference` of the gradients of a and b, worst over all parameters."""
 
     def grad(p: torch.nn.Parameter) -> torch.Tensor:  # None where the loss does not reach p
         return torch.zeros_like(p) if p.grad is None else p.grad
 
     grads = [(grad(p), grad(q)) for p, q in zip(a.parameters(), b.parameters(), strict=True)]
-    return max(float((g - h).abs().max() / h.abs().max().clamp_min(1)) for g, h in grads)
+    return max(difference(g, h) for g, h in grads)
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
@@ -121,9 +128,9 @@ def test_values_and_gradients_equal_eager(model, side):
     assert got.layers == tuple(range(model.config.num_hidden_layers))
     assert got.matrices.shape == (3, len(got.layers), 4, 5)
     assert ref_matrices.abs().max() > 0.5  # the comparison is not between zeros
-    assert (got.matrices - ref_matrices).abs().max() <= TOL
-    assert real(got.values - ref_values, mask).abs().max() <= TOL
-    assert real(logits - ref_logits, mask).abs().max() <= TOL
+    assert difference(got.matrices, ref_matrices) <= TOL
+    assert difference(real(got.values, mask), real(ref_values, mask)) <= TOL
+    assert difference(real(logits, mask), real(ref_logits, mask)) <= TOL
     assert max(float(p.grad.abs().max()) for p in eager.parameters()) > 0.1
     assert max_grad_difference(model, eager) <= TOL
     assert model.config._attn_implementation == "sdpa"
@@ -236,7 +243,8 @@ def test_smollm2_values_and_gradients_equal_eager(smollm2):
     logits, got = captured(model, ids, mask, steps, units)
     loss_of(logits, got.matrices, got.values, mask).backward()
     assert got.matrices.shape == (2, 30, 4, 5) and got.values.shape == (2, 30, 40, 192)
-    assert (got.matrices - ref_matrices).abs().max() <= TOL
-    assert real(got.values - ref_values, mask).abs().max() <= TOL
-    assert max_grad_difference(model, eager) <= TOL
+    assert difference(got.matrices, ref_matrices) <= TOL
+    assert difference(real(got.values, mask), real(ref_values, mask)) <= TOL
+    assert difference(real(logits, mask), real(ref_logits, mask)) <= TOL
+    assert max_grad_difference(model, eager) <= SMOLLM2_GRAD_TOL
     model.zero_grad(set_to_none=True)
