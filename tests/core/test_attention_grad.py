@@ -104,6 +104,7 @@ def loss_of(logits, matrices, values, mask, seed: int = 1):
 def difference(got: torch.Tensor, reference: torch.Tensor) -> float:
     """Largest absolute difference, relative to the reference's largest entry when that exceeds 1
     (fp32 sums of values of size ~100 differ by ~1e-5 in absolute terms whatever the kernel)."""
+    got, reference = got.detach(), reference.detach()
     return float((got - reference).abs().max() / reference.abs().max().clamp_min(1))
 
 
