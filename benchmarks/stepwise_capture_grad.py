@@ -11,8 +11,8 @@ Compares, per sequence length T (batch 1, forward + backward, no optimizer step,
 The MoLSAKI shape: the text is GSM8K training items written as "Question: {q}\\nRationale: {r}" and
 concatenated until T tokens; steps are its sentences (`steps.sentence_spans`), critical units its
 number occurrences (`critical.find_critical_units`), both cut to the first T tokens. The attention term
-is molsaki-spec §6-7 with a random fixed teacher matrix: a zero-initialised MoL router (RMSNorm of each
-V_l summed over tokens, one linear layer, τ2 = 0.5) mixes the layers, then the per-step KL.
+is molsaki-spec §6-7 with a random fixed teacher matrix: `cotattn`'s MoL router mixes the layers
+(`mix_layers`), then the per-step KL (`stepwise_kl`).
 
 Method, per T:
 - Memory: each mode runs in a fresh subprocess. The child loads the model, runs a 64-token warm-up
@@ -40,7 +40,6 @@ from contextlib import ExitStack
 WARMUP_TOKENS = 64
 THREADS = 2
 MODES = ("sdpa", "capture", "eager")
-TAU2 = 0.5
 CALCULATOR = re.compile(r"<<[^>]*>>")
 
 
@@ -57,10 +56,11 @@ def molsaki_text(tokenizer, length: int):
     import torch
 
     from attncore.aggregate import membership
+    from attncore.alignment import encode_text, token_ranges_by_start
     from attncore.critical import find_critical_units, unit_token_sets
     from attncore.data import read_jsonl
     from attncore.paths import data_dir
-    from attncore.steps import encode_text, sentence_spans, token_ranges_by_start
+    from attncore.steps import sentence_spans
 
     folder = data_dir()
     if folder is None:
@@ -88,20 +88,6 @@ def molsaki_text(tokenizer, length: int):
     return ids, membership([s for s in steps if len(s)], length)[None], membership(units, length)[None]
 
 
-def attention_loss(matrices, values, teacher, router) -> object:
-    """molsaki-spec §6-7: router mix of the student's (B, L, S, C) matrices, per-step KL to the teacher."""
-    import torch
-
-    norm, linear = router
-    summed = norm(values).sum(2)  # (B, L, d_v)
-    mix = torch.softmax(linear(summed.flatten(1)) / TAU2, -1)  # (B, L)
-    student = torch.einsum("bl,blsc->bsc", mix, matrices)
-    kl = torch.nn.functional.kl_div(
-        student.log_softmax(-1), teacher.log_softmax(-1), log_target=True, reduction="none"
-    )
-    return kl.sum(-1).mean()
-
-
 def build_step(mode: str, length: int, stack: ExitStack) -> tuple[Callable[[int], None], object]:
     """Load a fresh model for `mode`; return a training step over the first n tokens of the text."""
     import torch
@@ -109,18 +95,23 @@ def build_step(mode: str, length: int, stack: ExitStack) -> tuple[Callable[[int]
     from attncore.aggregate import stepwise_attention
     from attncore.attention_grad import StepwiseGradCapture
     from attncore.models import ModelConfig, load_model
+    from cotattn import MoLRouter, mix_layers, stepwise_kl
 
     loaded = load_model(ModelConfig(attn_implementation="eager" if mode == "eager" else "sdpa"))
     model = loaded.model.train()
     ids, steps, units = molsaki_text(loaded.tokenizer, length)
     layers = model.config.num_hidden_layers
     d_v = model.config.num_key_value_heads * model.config.head_dim
-    router = (torch.nn.RMSNorm(d_v), torch.nn.Linear(layers * d_v, layers))
-    torch.nn.init.zeros_(router[1].weight)
-    torch.nn.init.zeros_(router[1].bias)
+    router = MoLRouter(layers, d_v)
     teacher = torch.randn(1, steps.shape[1], units.shape[1], generator=torch.Generator().manual_seed(0))
     capture = stack.enter_context(StepwiseGradCapture(model)) if mode == "capture" else None
     values: list[torch.Tensor] = []
+    real_steps, real_units = (torch.ones(1, m.shape[1], dtype=torch.bool) for m in (steps, units))
+
+    def attention_loss(matrices: torch.Tensor, values: torch.Tensor, n: int) -> torch.Tensor:
+        student = mix_layers(router(values, torch.ones(1, n)), matrices)
+        return stepwise_kl(teacher, student, real_steps, real_units).mean()
+
     if mode == "eager":
         for layer in model.model.layers:
             layer.self_attn.v_proj.register_forward_hook(lambda m, args, out: values.append(out))
@@ -135,10 +126,10 @@ def build_step(mode: str, length: int, stack: ExitStack) -> tuple[Callable[[int]
         loss = out.loss
         if capture is not None:
             got = capture.collect()
-            loss = loss + attention_loss(got.matrices, got.values, teacher, router)
+            loss = loss + attention_loss(got.matrices, got.values, n)
         elif mode == "eager":
             matrices = torch.stack([stepwise_attention(a, s, c) for a in out.attentions], 1)
-            loss = loss + attention_loss(matrices, torch.stack(values, 1), teacher, router)
+            loss = loss + attention_loss(matrices, torch.stack(values, 1), n)
         loss.backward()
 
     return step, (steps.shape[1], units.shape[1])
