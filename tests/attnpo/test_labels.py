@@ -91,8 +91,9 @@ def test_judge_prompt_fills_placeholders_once():
         JudgesConfig(prompt="Is it essential?")
 
 
-def judged(tmp_path, model_name: str, judges: int, max_tokens: int, responses):
+def judged(tmp_path, model_name: str, judges: int, max_tokens: int, responses, prompt=None):
     cfg = JudgesConfig(
+        **({"prompt": prompt} if prompt else {}),
         judges=[JudgeModel(model={"name": model_name}, seed=s) for s in range(judges)],
         sampling={"temperature": 0.0 if judges == 1 else 1.0, "max_tokens": max_tokens},
         engine="hf",
@@ -110,7 +111,7 @@ def judged(tmp_path, model_name: str, judges: int, max_tokens: int, responses):
 def test_judges_run_through_the_rollout_engine_and_resume(tiny_model_dir, tmp_path):
     model = str(tiny_model_dir("llama"))
     responses = [probe(), probe(rid="s#0", steps=STEPS[:2])]
-    source, labels, texts = judged(tmp_path, model, 3, 6, responses)
+    source, labels, texts = judged(tmp_path, model, 3, 6, responses, "Step {number}: {step}\nEssential?")
     assert [len(x) for x in labels] == [5, 2]
     for r, row in zip(responses, labels, strict=True):
         for i, label in enumerate(row):
@@ -124,6 +125,7 @@ def test_judges_run_through_the_rollout_engine_and_resume(tiny_model_dir, tmp_pa
     assert source.provenance()["consensus"] == "majority" and len(source.provenance()["judges"]) == 3
 
 
+@pytest.mark.slow
 def test_the_embedded_model_can_judge(tmp_path):
     """SmolLM2-135M as a single greedy judge: a poor judge, but the path runs here end to end."""
     _, labels, texts = judged(tmp_path, "smollm2-135m-instruct", 1, 3, [probe(steps=STEPS[:2])])

@@ -36,7 +36,7 @@ from attncore.shards import file_sha256
 from attncore.synthetic.oracle import Label, label_answered_steps
 from attncore.tracking import TrackingConfig
 
-ESSENTIAL, REDUNDANT = "essential", "redundant"
+ESSENTIAL, REDUNDANT = Label.ESSENTIAL.value, Label.REDUNDANT.value  # the oracle's names, for every source
 StepLabel = Literal["essential", "redundant"] | None
 
 
