@@ -46,6 +46,8 @@ _EXPORTS = {
     "HeadMeanGroups": "attncore.attention",
     "HeadGroups": "attncore.attention",
     "HeadRows": "attncore.attention",
+    "StepwiseGrad": "attncore.attention_grad",
+    "StepwiseGradCapture": "attncore.attention_grad",
     "StepScores": "attncore.scores",
     "TextLayout": "attncore.scores",
     "arm_step_scores": "attncore.scores",
