@@ -132,19 +132,18 @@ def probe_items(
     items: list[ProbeItem] = []
     dropped: dict[str, int] = {}
     for rollout in sorted(rollouts, key=lambda r: r.rollout_id):
-        reason = None
         correct = rollout.extra.get("correct")
         if cfg.correct_only and correct is None:
             raise UserError(
                 f"rollout {rollout.rollout_id} is not graded; grade the folder or set probe.correct_only=false"
             )
         if cfg.correct_only and not correct:
-            reason = "incorrect"
+            dropped["incorrect"] = dropped.get("incorrect", 0) + 1
+            continue
         segmented = segment_response(
             tokenizer, rollout.completion_ids, segmenter, truncated=rollout.finish_reason == "length"
         )
-        if reason is None:
-            reason = unscored_reason(segmented)
+        reason = unscored_reason(segmented)
         if reason is not None:
             dropped[reason] = dropped.get(reason, 0) + 1
             continue
