@@ -315,6 +315,14 @@ CASES: dict[str, tuple[Case, tuple[object, ...]]] = {
         lambda p: ["extract", "--config", EXTRACT_YAML, "kind=molsaki", "out=x"],
         ("prompt", "molsaki"),
     ),
+    "synthetic set beyond the bound": (
+        lambda p: ["synth", "generate", "--out", p.tmp / "t.jsonl", "count=1000000000000"],
+        ("count",),
+    ),
+    "synthetic set to an unsupported file": (
+        lambda p: ["synth", "generate", "--out", p.tmp / "t.txt", "count=2"],
+        ("t.txt",),
+    ),
     "extract input of another type": (
         lambda p: ["extract", f"input.path={write(p.tmp / 'x.csv', 'a,b')}", f"model.name={p.tiny}", "out=x"],
         ("x.csv",),

@@ -152,10 +152,13 @@ class TraceConfig(Config):
         return v
 
 
+MAX_EXAMPLES = 1_000_000  # a set is built in memory; count=10**12 exhausted it
+
+
 class SyntheticConfig(Config):
     """One generated set: `count` examples, reproducible from `seed` (example i uses its own stream)."""
 
-    count: int = Field(1000, ge=1)
+    count: int = Field(1000, ge=1, le=MAX_EXAMPLES, description="examples (the set is built in memory)")
     seed: int = 0
     id_prefix: str = "synthetic"
     problem: ProblemConfig = Field(default_factory=ProblemConfig)
