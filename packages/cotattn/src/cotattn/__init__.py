@@ -26,6 +26,12 @@ _EXPORTS: dict[str, str] = {
     "TeacherTargetsConfig": "cotattn.config",
     "run_teacher_targets": "cotattn.teacher_targets",
     "TeacherTargets": "cotattn.teacher_targets",
+    "ArmConfig": "cotattn.config",
+    "TrainConfig": "cotattn.config",
+    "run_training": "cotattn.train",
+    "DistillTrainer": "cotattn.trainer",
+    "TrainItem": "cotattn.batch",
+    "collate": "cotattn.batch",
 }
 
 __all__ = sorted(_EXPORTS)

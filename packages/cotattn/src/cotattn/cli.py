@@ -46,5 +46,30 @@ def teacher_targets(
     typer.echo(f"teacher targets: {cfg.out}")
 
 
+@app.command()
+def train(
+    config: Path | None = CONFIG_OPTION,
+    overrides: list[str] | None = OVERRIDES_ARGUMENT,
+    no_wandb: Annotated[bool, typer.Option("--no-wandb", help="Turn wandb logging off.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Distil a student from teacher rationales: MoLSAKI (arm.method=molsaki, the default), DSS, MMI,
+    vanilla FT or single-layer pairs (sl). Resumes from the last checkpoint in `out`; the deployed
+    student lands in `out/student` as a plain checkpoint."""
+    from cotattn.config import TrainConfig
+    from cotattn.train import STUDENT_DIR, run_training
+
+    cfg = config_from_cli(TrainConfig, config, overrides)
+    if no_wandb:
+        cfg.tracking.mode = "disabled"
+    with library_progress(not quiet):
+        summary = run_training(cfg, progress=not quiet)
+    typer.echo(
+        f"{summary['method']}: {summary['steps']} steps on {summary['examples']} examples "
+        f"({summary['with_attention_target']} with an attention target), train loss {summary['train_loss']:.4f}"
+    )
+    typer.echo(f"student: {Path(cfg.out) / STUDENT_DIR}")
+
+
 def main(argv: list[str] | None = None) -> None:
     run_app(app, argv)

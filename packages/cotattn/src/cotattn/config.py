@@ -3,11 +3,17 @@ messages naming key and file); each job saves its resolved config beside its out
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from attncore.config import Config, OutputPath
 from attncore.critical import CriticalConfig
+from attncore.models import ModelConfig
 from attncore.store.config import ExtractModelConfig, InputConfig
+from attncore.tracking import TrackingConfig
+from cotattn.objective import ALPHA, BETA, MMI_WEIGHT
+from cotattn.router import TAU2
 from cotattn.teacher_mix import TAU1
 from cotattn.text import TaskFormat
 
@@ -29,3 +35,101 @@ class TeacherTargetsConfig(Config):
     out: OutputPath = "runs/cotattn/teacher"
     overwrite: bool = False
     threads: int | None = Field(None, ge=1, description="torch CPU threads")
+
+
+Method = Literal["molsaki", "dss", "mmi", "vanilla", "sl"]
+
+
+class ArmConfig(Config):
+    """Which objective (molsaki-spec §7, §10); the weights apply where the method has the term.
+
+    - `vanilla`: L_pre only (question -> gold answer);
+    - `dss`: α L_pre + (1-α) L_exp;
+    - `mmi`: DSS + `mmi_weight` · L_MMI;
+    - `molsaki`: DSS + β L_att, the student's layers mixed by the router (τ2);
+    - `sl`: DSS + β L_att between one fixed teacher layer and one fixed student layer (0-based;
+      negative counts from the last).
+    """
+
+    method: Method = "molsaki"
+    alpha: float = Field(ALPHA, ge=0, le=1)
+    beta: float = Field(BETA, gt=0, allow_inf_nan=False)
+    mmi_weight: float = Field(MMI_WEIGHT, gt=0, allow_inf_nan=False)
+    tau2: float = Field(TAU2, gt=0, allow_inf_nan=False)
+    teacher_layer: int | None = None
+    student_layer: int | None = None
+
+    @model_validator(mode="after")
+    def _fits_the_method(self) -> ArmConfig:
+        # Checked on values, not on which keys were written, so a resolved config reads back.
+        changed = {n for n, f in type(self).model_fields.items() if getattr(self, n) != f.default}
+        if self.method == "sl" and (self.teacher_layer is None or self.student_layer is None):
+            raise ValueError("method 'sl' needs teacher_layer and student_layer")
+        unused = {
+            "vanilla": {"alpha", "beta", "mmi_weight", "tau2"},
+            "dss": {"beta", "mmi_weight", "tau2"},
+            "mmi": {"beta", "tau2"},
+            "molsaki": {"mmi_weight"},
+            "sl": {"mmi_weight", "tau2"},
+        }[self.method]
+        if self.method != "sl":
+            unused |= {"teacher_layer", "student_layer"}
+        if unused & changed:
+            raise ValueError(f"{', '.join(sorted(unused & changed))} do not apply to method {self.method!r}")
+        return self
+
+    @property
+    def attention(self) -> bool:
+        """Whether the arm has the attention loss (and needs teacher targets)."""
+        return self.method in ("molsaki", "sl")
+
+    def weights(self) -> tuple[float, float, float]:
+        """(α, β, MMI weight) of `objective.combined_loss` for this method."""
+        if self.method == "vanilla":
+            return 1.0, 0.0, 0.0
+        return (
+            self.alpha,
+            self.beta if self.attention else 0.0,
+            self.mmi_weight if self.method == "mmi" else 0.0,
+        )
+
+
+class OptimConfig(Config):
+    """Optimisation (spec §8, §12 defaults): full fine-tuning with AdamW, linear decay, no warmup."""
+
+    learning_rate: float = Field(5e-5, gt=0, allow_inf_nan=False)
+    batch_size: int = Field(16, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_steps: int = Field(4000, ge=1)
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
+    max_grad_norm: float = Field(1.0, gt=0, allow_inf_nan=False)
+    max_length: int = Field(512, ge=8, description="longer examples are left out (counted)")
+    seed: int = 0
+    logging_steps: int = Field(10, ge=1)
+    save_steps: int = Field(500, ge=1)
+    save_total_limit: int | None = Field(2, ge=1)
+
+
+class TrainConfig(Config):
+    """`cotattn train`: a student distilled from teacher rationales (and attention), one arm."""
+
+    student: ModelConfig = ModelConfig()
+    rationales: str = Field(description="rationales file: id, problem, rationale, answer")
+    teacher_targets: str | None = Field(None, description="`cotattn teacher-targets` folder (attention arms)")
+    task_format: TaskFormat = TaskFormat()
+    critical: CriticalConfig = CriticalConfig()
+    arm: ArmConfig = ArmConfig()
+    optim: OptimConfig = OptimConfig()
+    out: OutputPath = "runs/cotattn/student"
+    overwrite: bool = False
+    threads: int | None = Field(None, ge=1, description="torch CPU threads")
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _targets_for_attention(self) -> TrainConfig:
+        if self.arm.attention and self.teacher_targets is None:
+            raise ValueError(f"method {self.arm.method!r} needs teacher_targets (a teacher-targets folder)")
+        if not self.arm.attention and self.teacher_targets is not None:
+            raise ValueError(f"teacher_targets do not apply to method {self.arm.method!r}")
+        return self
