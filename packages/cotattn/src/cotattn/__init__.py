@@ -32,6 +32,8 @@ _EXPORTS: dict[str, str] = {
     "DistillTrainer": "cotattn.trainer",
     "TrainItem": "cotattn.batch",
     "collate": "cotattn.batch",
+    "RationalesConfig": "cotattn.config",
+    "run_rationales": "cotattn.rationales",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -24,6 +24,31 @@ add_version_option(app, "cotattn", __version__)
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
+@app.command()
+def rationales(
+    config: Path | None = CONFIG_OPTION,
+    overrides: list[str] | None = OVERRIDES_ARGUMENT,
+    no_wandb: Annotated[bool, typer.Option("--no-wandb", help="Turn wandb logging off.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Teacher rationales in two phases: few-shot CoT on every problem, then the failures again with
+    the gold answer in the prompt; kept only when the graded answer equals the gold (SVAMP's fixed
+    800-problem training split by default). A rerun continues an interrupted one."""
+    from cotattn.config import RationalesConfig
+    from cotattn.rationales import RATIONALES_NAME, run_rationales
+
+    cfg = config_from_cli(RationalesConfig, config, overrides)
+    if no_wandb:
+        cfg.tracking.mode = "disabled"
+    with library_progress(not quiet):
+        summary = run_rationales(cfg, progress=not quiet)
+    typer.echo(
+        f"{summary['problems']} problems: kept {summary['kept_phase1']} in phase 1, "
+        f"{summary['kept_phase2']} of {summary['guided']} guided in phase 2 ({summary['kept']} in all)"
+    )
+    typer.echo(f"rationales: {Path(cfg.out) / RATIONALES_NAME}")
+
+
 @app.command("teacher-targets")
 def teacher_targets(
     config: Path | None = CONFIG_OPTION,

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from attncore.config import Config, OutputPath
 from attncore.critical import CriticalConfig
+from attncore.data import DataConfig
 from attncore.models import ModelConfig
+from attncore.prompts import PromptConfig
+from attncore.rollout.grade import GradingConfig
+from attncore.rollout.types import SamplingConfig
+from attncore.rollout.vllm import VLLMOptions
 from attncore.store.config import ExtractModelConfig, InputConfig
 from attncore.tracking import TrackingConfig
 from cotattn.objective import ALPHA, BETA, MMI_WEIGHT
@@ -132,4 +137,44 @@ class TrainConfig(Config):
             raise ValueError(f"method {self.arm.method!r} needs teacher_targets (a teacher-targets folder)")
         if not self.arm.attention and self.teacher_targets is not None:
             raise ValueError(f"teacher_targets do not apply to method {self.arm.method!r}")
+        return self
+
+
+GUIDED_HINT = "The correct answer is {answer}. Explain step by step how to reach it."
+
+
+class RationalesConfig(Config):
+    """`cotattn rationales`: the teacher's rationales in two phases (molsaki-spec §9).
+
+    Phase 1 prompts every problem with `prompt` (few-shot CoT: the plain template's worked example and
+    `#### N` answer line by default). Phase 2 prompts the phase-1 failures again with the gold answer
+    appended to the question (`guided_hint`, `{answer}` is replaced). A rationale is kept only when its
+    graded answer equals the gold. The default data is SVAMP's fixed training split (800 of 1000).
+    """
+
+    teacher: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig(name="svamp", split="train800")
+    prompt: PromptConfig = PromptConfig(template="plain")
+    guided_hint: str = GUIDED_HINT
+    sampling: SamplingConfig = SamplingConfig(max_tokens=256)
+    engine: Literal["auto", "hf", "vllm"] = "auto"
+    batch_size: int = Field(8, ge=1, description="sequences the HF engine decodes together")
+    vllm: VLLMOptions = VLLMOptions()
+    grading: GradingConfig = GradingConfig()
+    out: OutputPath = "runs/cotattn/rationales"
+    overwrite: bool = False
+    threads: int | None = Field(None, ge=1, description="torch CPU threads")
+    tracking: TrackingConfig = TrackingConfig()
+
+    @field_validator("guided_hint")
+    @classmethod
+    def _names_the_answer(cls, hint: str) -> str:
+        if "{answer}" not in hint:
+            raise ValueError("must contain {answer}, where the gold answer goes")
+        return hint
+
+    @model_validator(mode="after")
+    def _one_sample(self) -> RationalesConfig:
+        if self.sampling.n != 1:
+            raise ValueError("sampling.n must be 1: one rationale per problem and phase")
         return self
