@@ -185,6 +185,14 @@ def truncated_gguf(p: Paths) -> Path:
         return write(p.tmp / "cut.gguf", fh.read(4096))
 
 
+def one_problem(p: Paths) -> Path:
+    """A data folder holding a one-problem GSM8K test split."""
+    folder = p.tmp / "data"
+    (folder / "benchmarks" / "gsm8k").mkdir(parents=True)
+    write(folder / "benchmarks" / "gsm8k" / "test.jsonl", '{"question": "1 + 1?", "answer": "2\\n#### 2"}\n')
+    return folder
+
+
 def suite_with_unknown_benchmark(p: Paths) -> Path:
     return write(p.tmp / "suite.yaml", "benchmarks:\n  gsm9k:\n    limit: 2\n")
 
@@ -200,10 +208,15 @@ CASES: dict[str, tuple[Case, tuple[object, ...]]] = {
     ),
     "top_k beyond int32": (lambda p: rollout(p, "sampling.top_k=3000000000"), ("sampling.top_k",)),
     "zero samples": (lambda p: rollout(p, "sampling.n=0"), ("sampling.n",)),
+    "a billion samples": (lambda p: rollout(p, "sampling.n=1000000000"), ("sampling.n",)),
     "negative temperature": (lambda p: rollout(p, "sampling.temperature=-1"), ("sampling.temperature",)),
     "NaN temperature": (lambda p: rollout(p, "sampling.temperature=.nan"), ("sampling.temperature",)),
     "top_p zero": (lambda p: rollout(p, "sampling.top_p=0"), ("sampling.top_p",)),
     "zero grading workers": (lambda p: rollout(p, "grading.workers=0"), ("grading.workers",)),
+    "a hundred thousand grading workers": (
+        lambda p: rollout(p, "grading.workers=100000"),
+        ("grading.workers",),
+    ),
     "negative grading timeout": (lambda p: rollout(p, "grading.timeout_s=-1"), ("grading.timeout_s",)),
     "empty out": (lambda p: rollout(p, "out="), ("out",)),
     "blank out": (lambda p: rollout(p, "out=  "), ("out",)),
@@ -266,6 +279,21 @@ CASES: dict[str, tuple[Case, tuple[object, ...]]] = {
     "cache path is a file": (
         lambda p: (write(p.cache, "x"), rollout(p, f"model.name={random_gguf(p)}"))[1],
         ("cache", "ATTNCORE_CACHE_DIR"),
+    ),
+    "unwritable cache": (
+        lambda p: (
+            os.environ.__setitem__("ATTNCORE_CACHE_DIR", str(p.unwritable / "cache")),
+            rollout(p, f"model.name={random_gguf(p)}"),
+        )[1],
+        ("cache", "ATTNCORE_CACHE_DIR"),
+    ),
+    "read-only eval out": (
+        lambda p: ["eval", f"model.name={p.tiny}", f"data_dir={one_problem(p)}", f"out={p.unwritable}", "-q"],
+        (lambda p: p.unwritable,),
+    ),
+    "read-only extract out": (
+        lambda p: ["extract", f"input.path={p.traces}", f"model.name={p.tiny}", f"out={p.unwritable}", "-q"],
+        (lambda p: p.unwritable,),
     ),
     # grading a damaged rollout folder
     "truncated manifest": (damaged_manifest(lambda p: manifest(p).read_text()[:40]), ("manifest-main.json",)),

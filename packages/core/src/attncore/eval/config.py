@@ -19,7 +19,7 @@ from attncore.models import ModelConfig
 from attncore.prompts import PromptConfig
 from attncore.rollout.grade import GradingConfig
 from attncore.rollout.job import RolloutJobConfig
-from attncore.rollout.types import INT32_MAX, SamplingConfig
+from attncore.rollout.types import INT32_MAX, MAX_SAMPLES, SamplingConfig
 from attncore.rollout.vllm import VLLMOptions
 from attncore.tracking import TrackingConfig
 
@@ -29,7 +29,7 @@ LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 class SamplingOverrides(Config):
     """Sampling fields a benchmark sets differently from the suite; unset fields inherit the suite's."""
 
-    n: int | None = Field(None, ge=1, le=INT32_MAX)
+    n: int | None = Field(None, ge=1, le=MAX_SAMPLES)
     temperature: float | None = Field(None, ge=0.0, allow_inf_nan=False)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     top_k: int | None = Field(None, ge=0, le=INT32_MAX)

@@ -40,11 +40,14 @@ GRADE_COLUMNS = (
 GRADE_VERSION = 2  # 2: thinking / answer token counts
 
 
+MAX_WORKERS = 256  # each is a process; workers=100000 would exhaust the machine
+
+
 class GradingConfig(Config):
     """How rollouts are graded; `auto` picks `gsm8k` for the plain template and `math` otherwise."""
 
     mode: Literal["auto", "math", "attnpo", "gsm8k", "choice", "code"] = "auto"
-    workers: int = Field(2, ge=1, description="grading worker processes")
+    workers: int = Field(2, ge=1, le=MAX_WORKERS, description="grading worker processes")
     timeout_s: float = Field(5.0, gt=0.0, allow_inf_nan=False, description="seconds allowed per answer")
 
 

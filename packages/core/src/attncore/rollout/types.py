@@ -12,14 +12,16 @@ from attncore.config import Config
 from attncore.data import Problem
 
 INT32_MAX = 2**31 - 1
-"""The rollout store keeps sample indices, top-k and max tokens as int32: larger values are refused
-when the config is read, before any work, instead of when the first batch is written."""
+"""The rollout store keeps top-k and max tokens as int32: larger values are refused when the config is
+read, before any work, instead of when the first batch is written."""
+MAX_SAMPLES = 4096
+"""Samples per problem: a job lists every wanted rollout id up front, so n=10**9 would exhaust memory."""
 
 
 class SamplingConfig(Config):
     """Sampling parameters; temperature 0 means greedy decoding."""
 
-    n: int = Field(1, ge=1, le=INT32_MAX)
+    n: int = Field(1, ge=1, le=MAX_SAMPLES)
     temperature: float = Field(0.0, ge=0.0, allow_inf_nan=False)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = Field(0, ge=0, le=INT32_MAX, description="0 disables top-k filtering")
