@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from attncore.errors import UserError
-from attncore.shards import ShardedTable
+from attncore.shards import ShardedTable, WriterLock
 
 
 def rows(*ids: str) -> pa.Table:
@@ -199,24 +199,61 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path):
 
 def test_one_writer_per_folder_and_a_killed_writer_leaves_no_lock(tmp_path):
     ShardedTable(tmp_path, {"k": 1}).append(rows("a"))
-    ready_r, ready_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child: hold the folder until killed
-        holder = ShardedTable(tmp_path, {"k": 1})
-        os.write(ready_w, b"x")
-        time.sleep(600)
-        del holder
-        os._exit(0)
+    pid = hold_in_child(tmp_path, "main")
     try:
-        assert os.read(ready_r, 1) == b"x"
         with pytest.raises(
             UserError, match=rf"^{tmp_path} is being written by another process \(pid {pid}: "
         ):
             ShardedTable(tmp_path, {"k": 1})
         assert ShardedTable(tmp_path, {"k": 1}, writer="rank1").shards == [], "other writers are free"
     finally:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        kill(pid)
     taken = ShardedTable(tmp_path, {"k": 1})
     assert ShardedTable(tmp_path, {"k": 1}).shards == taken.shards, "one process may open a folder twice"
     assert (tmp_path / ".lock-main").read_text().startswith(f"pid {os.getpid()}: ")
+
+
+def hold_in_child(root, writer: str) -> int:
+    """A child process that holds the writer lock of `root` for `writer` until killed."""
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            WriterLock.acquire(root, writer)
+            os.write(ready_w, b"x")
+            time.sleep(600)
+        finally:
+            os._exit(0)
+    os.close(ready_w)
+    assert os.read(ready_r, 1) == b"x", "the child holds the lock"
+    return pid
+
+
+def kill(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+
+
+def test_repair_takes_in_the_shards_of_a_writer_no_process_runs(tmp_path, capsys):
+    """A store of two ranks resumed by one process: rank0 quarantines rank1's bad shard under rank1's
+    lock, and refuses while a live rank1 holds it."""
+    rank1 = ShardedTable(tmp_path, {"k": 1}, writer="rank1")
+    for name in "ab":
+        rank1.append(rows(name))
+    del rank1
+    flip_last_byte(tmp_path / "shard-rank1-00000.parquet")
+    with pytest.raises(UserError, match=r"^shard .*shard-rank1-00000\.parquet fails its checksum"):
+        ShardedTable(tmp_path, {"k": 1}, writer="rank0")
+
+    pid = hold_in_child(tmp_path, "rank1")
+    try:
+        with pytest.raises(UserError, match=rf"is being written by another process \(pid {pid}: "):
+            ShardedTable(tmp_path, {"k": 1}, writer="rank0", repair=True)
+    finally:
+        kill(pid)
+    assert list(tmp_path.glob("quarantine/*/*")) == []
+
+    ShardedTable(tmp_path, {"k": 1}, writer="rank0", repair=True)
+    assert "shard-rank1-00000.parquet fails its checksum" in capsys.readouterr().err
+    assert ids_of(ShardedTable.read_only(tmp_path)) == [["b"]]
+    assert [p.name for p in tmp_path.glob("quarantine/*/*")] == ["shard-rank1-00000.parquet"]

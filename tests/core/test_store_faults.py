@@ -268,9 +268,13 @@ def stopped_writer(job: Job, out: Path) -> int:
     """A child that runs `job` and stops itself right after its first shard is committed."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
-        os.environ[CRASH_ENV] = "append.done:1:SIGSTOP"
-        job(out)
-        os._exit(0)
+        code = 1
+        try:
+            os.environ[CRASH_ENV] = "append.done:1:SIGSTOP"
+            job(out)
+            code = 0
+        finally:
+            os._exit(code)
     assert os.WIFSTOPPED(os.waitpid(pid, os.WUNTRACED)[1])
     return pid
 
