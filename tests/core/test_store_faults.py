@@ -34,7 +34,7 @@ from attncore.grading import Grader, GradingMode
 from attncore.rollout.grade import GradingConfig, grade_store
 from attncore.rollout.job import RolloutJobConfig, build_engine, run_rollouts
 from attncore.rollout.store import RolloutStore
-from attncore.shards import CRASH_ENV, CRASH_POINTS, LOCK_PREFIX
+from attncore.shards import CRASH_ENV, CRASH_POINTS, LOCK_PREFIX, QUARANTINE
 from attncore.store.config import ExtractConfig
 from attncore.store.extract import run_extraction
 from attncore.store.store import AttentionStore
@@ -54,6 +54,7 @@ CREATE = points("create", 1, ("manifest",))
 APPEND = points("append", 2, ("shard", "manifest"))  # the second shard: one is committed already
 APPEND_WITH_PART = points("append", 2, ("part", "shard", "manifest"))
 REPLACE = points("replace", 2, ("shard", "manifest"))
+QUARANTINE_STEPS = points("quarantine", 1, ("manifest",))
 
 
 def in_child(job: Job, out: Path, crash: str | None = None) -> int:
@@ -74,9 +75,15 @@ def in_child(job: Job, out: Path, crash: str | None = None) -> int:
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file a run leaves, except the lock and the summaries that time the run itself; the resolved
-    configs name the folder, which is replaced by `<out>`."""
+    configs name the folder, which is replaced by `<out>`, and quarantined files are named without
+    their time-stamped subfolder."""
+
+    def name(path: Path) -> str:
+        relative = path.relative_to(folder)
+        return f"{QUARANTINE}/{path.name}" if relative.parts[0] == QUARANTINE else str(relative)
+
     return {
-        str(path.relative_to(folder)): path.read_bytes().replace(str(folder).encode(), b"<out>")
+        name(path): path.read_bytes().replace(str(folder).encode(), b"<out>")
         for path in sorted(folder.rglob("*"))
         if path.is_file() and not path.name.startswith(LOCK_PREFIX) and path.name != "summary.json"
     }
@@ -159,6 +166,15 @@ def test_grading_survives_a_kill_at_every_step(setup, tmp_path):
         grade_store(store, GradingConfig(mode="gsm8k"), "plain", progress=False, grader=setup["grader"])
 
     check_every_point(grade, ungraded, tmp_path, REPLACE)
+
+
+def test_repair_survives_a_kill_at_every_step(setup, tmp_path):
+    """A rollout folder with a corrupt shard: quarantining it and generating its rollouts again."""
+    job = rollout_job(setup)
+    damaged = tmp_path / "damaged"
+    job(damaged)
+    flip_a_byte(damaged / RolloutStore.open_existing(damaged).table.shards[0]["file"])
+    check_every_point(job, damaged, tmp_path, QUARANTINE_STEPS)
 
 
 def test_eval_survives_a_kill_at_every_step(setup, tmp_path):

@@ -19,7 +19,8 @@ rename it to `<name>`, fsync the folder. Then:
   listing the shard, with `next` advanced;
 - replace (e.g. grading adds columns): publish the new main table under the number `next` (never over
   the old file), publish the manifest pointing the entry at it, then delete the old file;
-- quarantine: move a bad shard's files into `quarantine/<stamp>/`, then publish the manifest without it.
+- quarantine: move a bad shard's files into `quarantine/<stamp>/`, then publish the manifest without it
+  (killed in between, the entry has lost its files and the next repair drops it).
 
 A process killed at any step therefore leaves the last committed manifest plus files it does not
 list: temporary files, and shard files of a commit that did not happen or of a replaced version.
@@ -359,28 +360,32 @@ class ShardedTable:
 
     def _quarantine(self, writer: str, entry: dict[str, Any], why: str) -> None:
         """Move a bad shard's files aside, then drop it from its writer's manifest (under that writer's
-        lock when it is not this table's)."""
+        lock when it is not this table's). Killed in between, the entry is left missing its files, and
+        the next repair drops it."""
         lock = None if writer == self.writer else WriterLock.acquire(self.root, writer)
         try:
             manifest = self._manifest if lock is None else self._load_manifests()[writer]
             entry = next(e for e in manifest["shards"] if e["file"] == entry["file"])
-            (self.root / QUARANTINE).mkdir(exist_ok=True)
-            stamp = time.strftime("%Y%m%dT%H%M%S-", time.gmtime())
-            folder = Path(tempfile.mkdtemp(prefix=stamp, dir=self.root / QUARANTINE))
-            share_as_umask_allows(folder)  # mkdtemp makes it 0700
-            for file in _entry_files(entry):
-                if (self.root / file).exists():
+            moving = [file for file in _entry_files(entry) if (self.root / file).exists()]
+            where = "nothing left to move"
+            if moving:
+                (self.root / QUARANTINE).mkdir(exist_ok=True)
+                stamp = time.strftime("%Y%m%dT%H%M%S-", time.gmtime())
+                folder = Path(tempfile.mkdtemp(prefix=stamp, dir=self.root / QUARANTINE))
+                share_as_umask_allows(folder)  # mkdtemp makes it 0700
+                for file in moving:
                     crash_point("quarantine.move")
                     (self.root / file).replace(folder / file)
-            fsync_dir(folder)
-            fsync_dir(self.root)
+                fsync_dir(folder)
+                fsync_dir(self.root)
+                where = f"moved to {folder}"
             manifest["shards"].remove(entry)
             self._save("quarantine", writer, manifest)
         finally:
             if lock is not None:
                 lock.release()
         print(
-            f"{self.root}: shard {why}; moved to {folder}, its {entry['rows']} rows will be written again",
+            f"{self.root}: shard {why}; {where}, its {entry['rows']} rows will be written again",
             file=sys.stderr,
             flush=True,
         )
