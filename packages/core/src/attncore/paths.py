@@ -22,13 +22,8 @@ def cache_dir() -> Path:
     path = Path(root).expanduser() if root else Path(platformdirs.user_cache_dir("attncore"))
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-probe-{os.getpid()}"
-        probe.touch()
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(
-            f"cache folder {path} is not a writable folder ({exc.strerror}); set ${CACHE_ENV} to one"
-        ) from None
+    except OSError as exc:  # a file in the way, or a place this user cannot create folders in
+        raise UserError(f"cache folder {path} cannot be created ({exc.strerror}); set ${CACHE_ENV}") from None
     return path
 
 
