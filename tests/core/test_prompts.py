@@ -60,3 +60,19 @@ def test_encoding_keeps_template_specials_once(tok):
     text, ids = encode_prompt(PROBLEM, tok, PromptConfig(template="r1"))
     assert tok.decode(ids) == text
     assert ids.count(tok.convert_tokens_to_ids("<|im_start|>")) == 2
+
+
+def test_molsaki_template_is_the_canonical_text_before_the_rationale(tok):
+    """The distilled student's rationale task, never through the chat template; special tokens as the
+    tokenizer adds them to plain text (a BOS-adding tokenizer gets its BOS)."""
+    cfg = PromptConfig(template="molsaki")
+    text, ids = encode_prompt(PROBLEM, tok, cfg)
+    assert tok.chat_template and text == "Question: What is 12 + 7?\nRationale:"
+    assert ids == tok(text)["input_ids"]
+    from tokenizers.processors import TemplateProcessing
+
+    tok_bos = train_tokenizer()
+    tok_bos._tokenizer.post_processor = TemplateProcessing(
+        single="<|bos|> $A", special_tokens=[("<|bos|>", tok.bos_token_id)]
+    )
+    assert encode_prompt(PROBLEM, tok_bos, cfg)[1][0] == tok_bos.bos_token_id

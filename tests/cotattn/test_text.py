@@ -37,10 +37,9 @@ def test_tasks_and_layout(tok):
     ex = student_example(tok, "m1", QUESTION, RATIONALE, "520", fmt, critical)
     text = f"Question: {QUESTION}\nRationale: {RATIONALE}"
     assert decode(tok, ex.rationale.ids) == text + tok.eos_token
-    got = targets(tok, ex.rationale)
-    assert got.endswith(RATIONALE + tok.eos_token) and not got[: -len(RATIONALE + tok.eos_token)].strip()
+    assert targets(tok, ex.rationale) == f" {RATIONALE}{tok.eos_token}"
     assert decode(tok, ex.answer.ids) == f"Question: {QUESTION}\nAnswer: 520{tok.eos_token}"
-    assert targets(tok, ex.answer).strip() == f"520{tok.eos_token}"
+    assert targets(tok, ex.answer) == f" 520{tok.eos_token}"
     assert len(ex.answer.ids) == len(ex.answer.labels) and len(ex.rationale.ids) == len(ex.rationale.labels)
     # 2 question sentences + 3 rationale sentences; 12 number occurrences.
     assert len(ex.layout.steps) == 5 and ex.unit_count == 12 and ex.skip_reason is None
@@ -73,7 +72,7 @@ def test_examples_without_units_still_train_both_tasks(tok):
         "no_critical_units",
         0,
     )
-    assert targets(tok, ex.rationale).endswith("Yes it is." + tok.eos_token)
+    assert targets(tok, ex.rationale) == " Yes it is." + tok.eos_token
 
 
 def test_rules_hash_follows_every_rule():
@@ -86,3 +85,14 @@ def test_rules_hash_follows_every_rule():
         rules_hash(TaskFormat(), CriticalConfig(keywords=["apple"])),
     ]
     assert len({base, *changed}) == 5
+
+
+def test_the_molsaki_eval_prompt_is_the_training_sequence_up_to_the_rationale(tok):
+    from attncore.data import Problem
+    from attncore.prompts import PromptConfig, encode_prompt
+
+    ex = student_example(tok, "m1", QUESTION, RATIONALE, "520", TaskFormat(), CriticalConfig())
+    text, ids = encode_prompt(Problem("m1", QUESTION, "520", "t"), tok, PromptConfig(template="molsaki"))
+    assert tok.chat_template and text == f"Question: {QUESTION}\nRationale:"
+    first_target = next(i for i, label in enumerate(ex.rationale.labels) if label != IGNORE_INDEX)
+    assert ids == list(ex.rationale.ids[:first_target])

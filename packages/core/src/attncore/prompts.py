@@ -9,6 +9,10 @@
   use the `####` line (measured: 6 of 8 GSM8K answers ended in `#### N` with it; with the example
   inlined in the user turn it continued with invented questions instead).
 
+- `molsaki`: a distilled MoLSAKI student's rationale task, the canonical text up to the rationale
+  (`Question: {q}\nRationale:`, `attncore.store.config.TextFormat`) after the tokenizer's special
+  prefix, never through a chat template: exactly what the student was trained to continue.
+
 Tokenizers without a chat template (base models) get a `Question: ... Answer:` rendering.
 """
 
@@ -44,7 +48,7 @@ class PromptConfig(Config):
     """Which template renders problems; `instruction` replaces the template's default instruction and
     `examples` the default worked examples (one for `plain`, none for `r1`)."""
 
-    template: Literal["r1", "plain"] = "plain"
+    template: Literal["r1", "plain", "molsaki"] = "plain"
     instruction: str | None = None
     examples: list[Example] | None = None
     system: str | None = None
@@ -85,6 +89,11 @@ def chat_messages(problem: Problem, cfg: PromptConfig) -> list[dict[str, str]]:
 
 def render_prompt(problem: Problem, tokenizer, cfg: PromptConfig) -> str:
     """The full prompt text (special tokens included) the model continues."""
+    if cfg.template == "molsaki":
+        from attncore.store.config import TextFormat  # store.config imports this module
+
+        text_format = TextFormat()
+        return text_format.render(problem.problem, "")[0][: text_format.prompt_length(problem.problem)]
     if getattr(tokenizer, "chat_template", None):
         messages = chat_messages(problem, cfg)
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -101,7 +110,9 @@ def render_prompt(problem: Problem, tokenizer, cfg: PromptConfig) -> str:
 
 
 def encode_prompt(problem: Problem, tokenizer, cfg: PromptConfig) -> tuple[str, list[int]]:
-    """Prompt text and its token ids; the chat template already holds the special tokens."""
+    """Prompt text and its token ids; the chat template already holds the special tokens, other prompts
+    get the tokenizer's own (BOS)."""
     text = render_prompt(problem, tokenizer, cfg)
-    ids = tokenizer(text, add_special_tokens=getattr(tokenizer, "chat_template", None) is None)["input_ids"]
+    chat = getattr(tokenizer, "chat_template", None) and cfg.template != "molsaki"
+    ids = tokenizer(text, add_special_tokens=not chat)["input_ids"]
     return text, list(ids)

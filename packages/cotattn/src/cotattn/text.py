@@ -1,9 +1,10 @@
 """The student's two tasks on any tokenizer, and the canonical text's steps and critical units.
 
 Per kept example (question q, teacher rationale r, answer a = gold), two sequences (molsaki-spec §7):
-- answer task (L_pre): `Question: {q}\\nAnswer: {a}`, cross-entropy on the answer tokens;
-- rationale task (L_exp): the canonical text `Question: {q}\\nRationale: {r}` (attncore's `TextFormat`),
-  cross-entropy on the rationale tokens. Its forward also gives the student's stepwise matrices.
+- answer task (L_pre): `Question: {q}\\nAnswer:` -> ` {a}`, cross-entropy on the answer tokens;
+- rationale task (L_exp): the canonical text `Question: {q}\\nRationale:` -> ` {r}` (attncore's
+  `TextFormat`), cross-entropy on the rationale tokens; the prompt is what `attncore eval` renders
+  with `prompt.template=molsaki`. Its forward also gives the student's stepwise matrices.
 Both start with the tokenizer's special prefix (BOS) and end with EOS, as the model reads text natively.
 
 Steps, critical units and the alignment hash come from `attncore.store.extract.prepare_text`, the code
@@ -38,9 +39,10 @@ class TaskFormat(Config):
     answer_prefix: str = "\nAnswer: "
 
     def answer_text(self, question: str, answer: str) -> tuple[str, int]:
-        """The answer task's text and the character where the answer begins."""
+        """The answer task's text and where its target begins: at the answer prefix's trailing spaces,
+        as in the rationale task (`TextFormat.prompt_length`)."""
         prompt = f"{self.text.question_prefix}{question}{self.answer_prefix}"
-        return prompt + answer, len(prompt)
+        return prompt + answer, len(prompt.rstrip(" "))
 
 
 def rules_hash(task_format: TaskFormat, critical: CriticalConfig) -> str:
@@ -84,7 +86,8 @@ class StudentExample:
 
 
 def _task(tokenizer, text: str, target_start: int, prefix: list[int]) -> TaskSequence:
-    """Every token holding a character at or after `target_start` is a target, and so is EOS."""
+    """Every token holding a character at or after `target_start` (the space before the answer or
+    rationale) is a target, and so is EOS."""
     encoded = encode_text(tokenizer, text)
     first = token_at_char(encoded.ends, target_start)
     eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
@@ -112,9 +115,8 @@ def student_example(
     prepared = prepare_text(
         tokenizer, RationaleExample(example_id, question, rationale), task_format.text, critical, prefix
     )
-    text, border = task_format.text.render(question, rationale)
-    rationale_start = border + len(task_format.text.rationale_prefix)
-    rationale_task = _task(tokenizer, text, rationale_start, prefix)
+    text, _ = task_format.text.render(question, rationale)
+    rationale_task = _task(tokenizer, text, task_format.text.prompt_length(question), prefix)
     if not isinstance(prepared, PreparedText):
         return StudentExample(example_id, answer_task, rationale_task, None, None, prepared.reason)
     record = prepared.record

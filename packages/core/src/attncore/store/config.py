@@ -41,6 +41,11 @@ class TextFormat(Config):
         border = len(self.question_prefix) + len(question)
         return f"{self.question_prefix}{question}{self.rationale_prefix}{rationale}", border
 
+    def prompt_length(self, question: str) -> int:
+        """Characters of the rationale task's prompt (`Question: {q}\nRationale:`): the text before the
+        rationale less the prefix's trailing spaces, which the student writes with its first word."""
+        return len(self.question_prefix) + len(question) + len(self.rationale_prefix.rstrip(" "))
+
 
 _ATTNPO_ONLY = ("heads", "segmenter", "prompt")
 _MOLSAKI_ONLY = ("text_format", "critical")
