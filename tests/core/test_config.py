@@ -156,7 +156,12 @@ def shipped_config_class(path: Path) -> type[Config]:
     from attncore.store.config import ExtractConfig
     from attncore.synthetic.testbed_model import TestbedModelConfig
     from attnpo.find_heads import FindHeadsConfig
+    from cotattn.config import RationalesConfig, TeacherTargetsConfig, TrainConfig
 
+    relative = path.relative_to(EXPERIMENTS)
+    if relative.parts[0] == "cotattn":  # a pair folder holds one config per stage, named by the stage
+        stages = {"rationales": RationalesConfig, "teacher": TeacherTargetsConfig, "train": TrainConfig}
+        return SuiteConfig if path.stem == "eval" else stages[path.stem.split("_")[0]]
     folders = {
         "attention": ExtractConfig,
         "eval": SuiteConfig,
@@ -173,7 +178,7 @@ def test_every_shipped_config_takes_overrides(path):
     cls = shipped_config_class(path)
     plain = load_config(cls, path).model_dump()
     key = next(name for name in ("out", "name") if name in cls.model_fields)
-    section = next(name for name in ("model", "training") if name in cls.model_fields)
+    section = next(name for name in ("model", "training", "teacher", "student") if name in cls.model_fields)
     inner = next(iter(plain[section]))
     changed = load_config(cls, path, [f"{key}=elsewhere", f"{section}.{inner}={plain[section][inner]}"])
     assert changed.model_dump() == {**plain, key: "elsewhere"}
