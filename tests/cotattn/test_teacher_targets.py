@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from attncore.config import load_config
 from attncore.critical import CriticalConfig
 from attncore.errors import UserError
 from attncore.models import load_tokenizer
@@ -77,8 +78,18 @@ def test_rules_and_checksum_are_checked(tiny_model_dir, rationales_file, tmp_pat
     data = bytearray(part.read_bytes())
     data[-1] ^= 1
     part.write_bytes(bytes(data))
-    with pytest.raises(UserError, match="checksum"):
+    with pytest.raises(UserError, match=rf"checksum .*`cotattn teacher-targets --config {tmp_path}/t/config"):
         TeacherTargets(tmp_path / "t", rules_hash(TaskFormat(), CriticalConfig()))
+
+    # the command the error names quarantines the shard and computes its targets again
+    rerun = load_config(TeacherTargetsConfig, tmp_path / "t" / "config.resolved.yaml", [])
+    assert run_teacher_targets(rerun, progress=False).with_target == 2
+    assert TeacherTargets(tmp_path / "t", rules_hash(TaskFormat(), CriticalConfig())).ids() == [
+        "apples",
+        "mail",
+    ]
+    [kept] = (tmp_path / "t" / TARGETS_DIR / "quarantine").rglob(part.name)
+    assert kept.read_bytes() == bytes(data)
 
 
 def test_cli(tiny_model_dir, rationales_file, tmp_path, capsys):

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from attncore.config import save_resolved
+from attncore.config import RESOLVED_NAME, save_resolved
 from attncore.errors import UserError
 from attncore.shards import ShardedTable
 from attncore.store.config import ExtractConfig
@@ -100,9 +100,14 @@ class TeacherSummary:
     mean_column_difference: list[float]
 
 
+def rerun_command(out: str | Path) -> str:
+    """The command that computes a folder's missing targets again (named in errors about bad shards)."""
+    return f"cotattn teacher-targets --config {Path(out) / RESOLVED_NAME}"
+
+
 def summarise_targets(root: str | Path) -> TeacherSummary:
     """Summary of a targets table (all shards checksum-verified)."""
-    table = ShardedTable.read_only(root).read_all()
+    table = ShardedTable.read_only(root, rerun=rerun_command(Path(root).parent)).read_all()
     rows = [] if table is None else table.to_pylist()
     kept = [r for r in rows if r["status"] == "ok"]
     skipped: dict[str, int] = {}
@@ -141,7 +146,13 @@ def run_teacher_targets(cfg: TeacherTargetsConfig, progress: bool = True) -> Tea
     attention = AttentionStore.open(
         out / ATTENTION_DIR, segmentation=cfg.task_format.text, critical=cfg.critical
     )
-    table = ShardedTable(out / TARGETS_DIR, _targets_meta(cfg, attention), overwrite=cfg.overwrite)
+    table = ShardedTable(
+        out / TARGETS_DIR,
+        _targets_meta(cfg, attention),
+        overwrite=cfg.overwrite,
+        repair=True,  # a bad shard is quarantined and its targets computed again below
+        rerun=rerun_command(out),
+    )
     done = {r["example_id"] for _, t in table.iter_tables() for r in t.select(["example_id"]).to_pylist()}
     todo = [i for i in attention.ids(status=None) if i not in done]
     bar = tqdm(total=len(todo), desc="teacher targets", unit="ex", disable=not progress)
@@ -189,7 +200,7 @@ class TeacherTargets:
 
     def __init__(self, root: str | Path, expected_rules_hash: str):
         root = Path(root)
-        self.table = ShardedTable.read_only(root / TARGETS_DIR)
+        self.table = ShardedTable.read_only(root / TARGETS_DIR, rerun=rerun_command(root))
         recorded = self.table.meta.get("rules_hash")
         if recorded != expected_rules_hash:
             raise UserError(
