@@ -29,9 +29,9 @@ number, so a killed and resumed job ends with the files an uninterrupted one wri
 shard files without its manifest cannot come from a crash (the manifest comes first), so opening
 refuses them rather than deleting them.
 
-Opening as a writer also checks every file of every shard. With `repair` (the jobs that can regenerate
-rows), a bad shard is quarantined and its rows are left for the job to write again; otherwise the
-error says which command does that. Every fault point of the protocol can be made to kill the process
+Opening as a writer also checks every file of its shards. With `repair` (the jobs that can regenerate
+rows) it checks every writer's, and a bad shard is quarantined and its rows are left for the job to
+write again; otherwise the error says which command does that. Every fault point of the protocol can be made to kill the process
 (`ATTNCORE_CRASH_AT`, see `crash_point`), which the crash tests do at each step.
 """
 
@@ -271,7 +271,7 @@ class ShardedTable:
         if self._manifest is None:
             self._manifest = {"meta": self.meta, "shards": [], "next": 0}
             self._save("create")
-        self._check_all(existing, repair)
+        self._check(existing, repair)
 
     @classmethod
     def read_only(cls, root: str | Path, rerun: str | None = None) -> ShardedTable:
@@ -343,9 +343,11 @@ class ShardedTable:
             return "fails its checksum (corrupt or modified)"
         return None
 
-    def _check_all(self, manifests: dict[str, dict[str, Any]], repair: bool) -> None:
-        """Check every file of every writer's shards; quarantine bad ones (`repair`) or refuse."""
-        manifests = {**manifests, self.writer: self._manifest}
+    def _check(self, manifests: dict[str, dict[str, Any]], repair: bool) -> None:
+        """Check every file of this writer's shards, or with `repair` of every writer's (one process of
+        a data-parallel run repairs for all, before the others open); quarantine bad ones (`repair`)
+        or refuse."""
+        manifests = {**manifests, self.writer: self._manifest} if repair else {self.writer: self._manifest}
         for name, manifest in sorted(manifests.items()):
             for entry in list(manifest["shards"]):
                 files = [(entry["file"], entry["sha256"])]

@@ -359,10 +359,10 @@ def run_extraction(cfg: ExtractConfig, progress: bool = True) -> ExtractSummary:
     meta = store_meta(cfg.kind, model_identity(loaded, cfg.model), segmentation, inputs, **extra)
 
     writer = f"rank{state.process_index}"
-    # the main process clears (overwrite) or repairs the folder before any other process opens it
+    # the main process clears (overwrite) or checks and repairs the folder before any other opens it
     with state.main_process_first():
-        overwrite = cfg.overwrite and state.is_main_process
-        store = AttentionStore.create(cfg.out, meta, writer, overwrite=overwrite, repair=True)
+        main = state.is_main_process
+        store = AttentionStore.create(cfg.out, meta, writer, overwrite=cfg.overwrite and main, repair=main)
     if state.is_main_process:
         save_resolved(cfg, cfg.out)
     done = store.done_ids()
