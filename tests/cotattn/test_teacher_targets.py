@@ -40,6 +40,7 @@ def test_targets_equal_the_pure_functions_and_resume(tiny_model_dir, rationales_
     assert summary.skipped == {"fewer_than_2_units": 1, "no_critical_units": 1}
     assert len(summary.mean_layer_weights) == 4 and sum(summary.mean_layer_weights) == pytest.approx(1.0)
     assert (tmp_path / "t" / "config.resolved.yaml").is_file()
+    assert (tmp_path / "t" / "teacher_layer_weights.png").stat().st_size > 0
 
     rules = rules_hash(TaskFormat(), CriticalConfig())
     targets = TeacherTargets(tmp_path / "t", rules)

@@ -10,6 +10,8 @@ Two resumable stages in `out`:
 
 Examples with fewer than two critical units (or no step) are stored as skipped: they get no
 attention loss.
+
+`teacher_summary.json` and `teacher_layer_weights.png` give the mean p^t and G per layer (the paper's Fig. 4).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ ATTENTION_DIR = "attention"
 TARGETS_DIR = "targets"
 TARGETS_PART = "targets"
 SUMMARY_NAME = "teacher_summary.json"
+PLOT_NAME = "teacher_layer_weights.png"
 TARGETS_FORMAT = 1
 SHARD_EXAMPLES = 256
 
@@ -182,7 +185,31 @@ def run_teacher_targets(cfg: TeacherTargetsConfig, progress: bool = True) -> Tea
     bar.close()
     summary = summarise_targets(out / TARGETS_DIR)
     (out / SUMMARY_NAME).write_text(json.dumps(summary.__dict__, indent=1))
+    plot_layer_weights(summary, out / PLOT_NAME)
     return summary
+
+
+def plot_layer_weights(summary: TeacherSummary, path: Path) -> Path | None:
+    """Mean p^t and mean G per teacher layer (the paper's Fig. 4); nothing without a target."""
+    if not summary.with_target:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    layers = range(len(summary.mean_layer_weights))
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
+    top.bar(layers, summary.mean_layer_weights)
+    top.set_ylabel("mean p^t")
+    top.set_title(f"teacher layer weights over {summary.with_target} examples")
+    bottom.bar(layers, summary.mean_column_difference, color="tab:orange")
+    bottom.set_ylabel("mean G")
+    bottom.set_xlabel("teacher layer (0-based)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 @dataclass(frozen=True)

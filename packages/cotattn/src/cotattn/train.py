@@ -229,6 +229,11 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
         use_cpu=device == "cpu",
         dataloader_num_workers=0,
     )
+    if router is not None and args.world_size > 1:
+        raise UserError(
+            "the MoL router is trained in one process (its gradients are not averaged across processes); "
+            "run cotattn train for method molsaki without a multi-process launcher"
+        )
     tracker = Tracker(cfg.tracking, cfg.model_dump(mode="json"), out, job="cotattn-train")
     try:
         trainer = DistillTrainer(
