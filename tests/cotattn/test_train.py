@@ -254,3 +254,23 @@ def test_config_rules(teacher_dir, tiny_model_dir, tmp_path):
     with pytest.raises(SystemExit) as ok:
         main([*args, "arm.method=dss", "optim.max_steps=1", "optim.batch_size=2", f"out={tmp_path / 'd'}"])
     assert ok.value.code == 0 and (tmp_path / "d" / STUDENT_DIR / "config.json").is_file()
+
+
+def test_a_gpt2_student_trains_with_the_router(teacher_dir, tmp_path):
+    """The paper's students are GPT-2: values are the last third of c_attn (d_v = n_embd), no pad token."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from attncore.tiny import train_tokenizer
+
+    tok = train_tokenizer()
+    tok.pad_token = None  # as GPT-2's own tokenizer: batches pad with EOS
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tok), n_layer=3, n_head=2, n_embd=32, n_positions=512)
+    GPT2LMHeadModel(config).save_pretrained(tmp_path / "gpt2")
+    tok.save_pretrained(tmp_path / "gpt2")
+    cfg = train_config(teacher_dir, tmp_path / "gpt2", tmp_path / "out", ARMS["molsaki"], max_steps=2)
+    summary = run_training(cfg, progress=False)
+    assert summary["steps"] == 2 and summary["with_attention_target"] == 2
+    router = load_file(str(tmp_path / "out" / ROUTER_FILE))
+    assert router["proj.weight"].shape == (3, 3 * 32) and router["proj.weight"].abs().sum() > 0
+    assert summary["last_log"]["loss_att"] > 0
