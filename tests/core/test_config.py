@@ -140,7 +140,7 @@ def test_an_override_does_not_mark_untouched_fields_as_set(tmp_path):
         load_config(Kinded, path, ["only_b.n=2"])
 
 
-# Job configs only: an experiment's sweep.yaml is a wandb sweep file (tests/core/test_sweep_spec.py).
+# Job configs only: an experiment's sweep.yaml is a wandb sweep file (tests/core/sweeps/test_spec.py).
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 # Shipped YAMLs that are not job configs: wandb sweep files and released key-focus-head artifacts.
 NOT_CONFIGS = ("*/sweep.yaml", "attnpo/heads/presets/*.yaml")

@@ -10,7 +10,7 @@ from attncore.config import load_config
 from attncore.errors import ConfigError
 from attncore.eval.config import SuiteConfig
 
-SUITES = Path(__file__).resolve().parents[2] / "experiments" / "eval"
+SUITES = Path(__file__).resolve().parents[3] / "experiments" / "eval"
 
 
 def test_attnpo_suite_follows_the_spec_protocol():

@@ -22,7 +22,7 @@ from attncore.synthetic.templates import StepRole
 from attncore.synthetic.testbed_model import TestbedModelConfig
 from attncore.synthetic.traces import redundant_count
 
-RECIPES = Path(__file__).parents[2] / "experiments" / "testbed"
+RECIPES = Path(__file__).parents[3] / "experiments" / "testbed"
 
 
 def test_same_config_gives_the_same_set_and_examples_do_not_depend_on_the_count():

@@ -18,7 +18,7 @@ from attncore.sweeps.search import draw, grid_points, grid_values, random_point
 from attncore.sweeps.spec import Parameter, SweepSpec, check_runnable_here, load_sweep
 from attncore.sweeps.trial import argument_forms, trial_command
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 BASE = {
     "program": "train.py",

@@ -132,7 +132,7 @@ def test_scratch_recipe_saves_a_loadable_checkpoint(tmp_path, monkeypatch):
 
 def test_default_yaml_is_the_code_default():
     """`attncore synth train-model` without a config and with `default.yaml` build the same model."""
-    default_yaml = Path(__file__).parents[2] / "experiments" / "testbed" / "default.yaml"
+    default_yaml = Path(__file__).parents[3] / "experiments" / "testbed" / "default.yaml"
     assert load_config(TestbedModelConfig, default_yaml, []).model_dump() == TestbedModelConfig().model_dump()
 
 

@@ -15,7 +15,7 @@ from attncore.synthetic.dataset import generate_examples
 from attncore.synthetic.evaluation import evaluate_testbed
 from attncore.synthetic.testbed_model import TestbedModelConfig, train
 
-MICRO = Path(__file__).parents[2] / "experiments" / "testbed" / "micro.yaml"
+MICRO = Path(__file__).parents[3] / "experiments" / "testbed" / "micro.yaml"
 
 
 @pytest.mark.slow
