@@ -155,7 +155,7 @@ def test_layer_subset_leaves_other_layers_plain(tiny_model_dir):
     model = load_model(str(tiny_model_dir("llama"))).model
     ids, mask, steps, units = padded_batch(LENGTHS, "left", model.config.vocab_size)
     _, _, ref_matrices, ref_values = eager_reference(model, ids, mask, steps, units)
-    _, got = captured(model, ids, mask, steps, units, layers=[3, 1])
+    _, got = captured(model, ids, mask, steps.bool(), units.bool(), layers=[3, 1])  # 0/1 as booleans
     assert got.layers == (1, 3)
     assert (got.matrices - ref_matrices[:, [1, 3]]).abs().max() <= TOL
     assert real(got.values - ref_values[:, [1, 3]], mask).abs().max() <= TOL

@@ -100,7 +100,7 @@ class _StepwisePlan:
             )
         self.layers = sorted(set(layers))
         self.steps = steps.to(device, torch.float32)
-        units = units.to(device).transpose(1, 2)  # (B, Tk, C): key j's value is its unit memberships
+        units = units.to(device, torch.float32).transpose(1, 2)  # (B, Tk, C): key j's value = its units
         padded = -units.shape[-1] % UNIT_WIDTH_MULTIPLE
         self.unit_columns = F.pad(units, (0, padded))
         self.num_units = units.shape[-1]
