@@ -17,6 +17,8 @@ and the unit columns are padded to a multiple of 8. Cost: a captured layer atten
 `D + G'` instead of `D` (G' = unit count rounded up to 8); memory adds (B, T, H, D + G') saved inputs
 and outputs in place of (B, T, H, D). Nothing else of the forward changes: the mask (padding, sliding
 windows), GQA and causal handling are transformers' own SDPA path, called with the widened tensors.
+Checked on CPU (flash kernel, any width); on CUDA, a width beyond the fused kernels' limits (e.g. flash's
+256) would fall back to the math kernel, which does hold (H, T, T) maps — untested here.
 
 With attention dropout active (GPT-2 in training), `A_l` is defined by the softmax before dropout, so
 the unit columns go through a second, dropout-free SDPA call; the layer output keeps its dropout.
