@@ -295,7 +295,7 @@ def eval_reported_keys() -> dict[str, float]:
     return _flat_metrics(RunReport("run", "model", {"gsm8k": benchmark_metrics("gsm8k", table)}))
 
 
-def testbed_reported_keys() -> dict[str, float]:
+def _testbed_reported_keys() -> dict[str, float]:
     """The summary `synth train-model` reports, from a real evaluation record."""
     from attncore.synthetic.cli import _flat_figures
     from attncore.synthetic.evaluation import TestbedEvaluation
@@ -308,7 +308,7 @@ def testbed_reported_keys() -> dict[str, float]:
     ("sweep_file", "reported", "expected"),
     [
         ("experiments/eval/sweep.yaml", eval_reported_keys, 0.5),
-        ("experiments/testbed/sweep.yaml", testbed_reported_keys, 0.5),
+        ("experiments/testbed/sweep.yaml", _testbed_reported_keys, 0.5),
     ],
 )
 def test_shipped_sweep_metric_is_a_key_its_job_reports(sweep_file, reported, expected):
