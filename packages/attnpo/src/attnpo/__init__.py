@@ -31,6 +31,9 @@ _EXPORTS: dict[str, str] = {
     "rloo_advantages": "attnpo.advantages",
     "rescale_advantages": "attnpo.rescaling",
     "RescaledAdvantages": "attnpo.rescaling",
+    "AttnPOTrainer": "attnpo.trainer",
+    "TrainConfig": "attnpo.train",
+    "run_train": "attnpo.train",
 }
 
 __all__ = sorted(_EXPORTS)

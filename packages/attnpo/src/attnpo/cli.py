@@ -1,4 +1,4 @@
-"""`attnpo` command line: key-focus-head discovery and its checks."""
+"""`attnpo` command line: key-focus-head discovery and its checks, and RL training."""
 
 from __future__ import annotations
 
@@ -64,6 +64,40 @@ def head_stability(
     typer.echo(f"Pearson r of per-head SRA: {r:.3f} over {n} heads")
     if probe_a.get("hash") != probe_b.get("hash"):
         typer.echo("note: the two runs probed different responses (probe hashes differ)")
+
+
+@app.command("train")
+def train(
+    config: ConfigOpt = None,
+    overrides: Overrides = None,
+    no_wandb: NoWandb = False,
+    quiet: Quiet = False,
+    overwrite: Overwrite = False,
+):
+    """RL with AttnPO (or a length-penalty baseline) on TRL: rollouts, rewards, RLOO, step rescaling.
+
+    Writes config.resolved.yaml, checkpoints/, metrics.jsonl, final/ and summary.json into `out`; a
+    rerun with the same `out` resumes from the last checkpoint.
+    """
+    from attnpo.train import TrainConfig, run_train
+
+    cfg = config_from_cli(TrainConfig, config, overrides)
+    if no_wandb:
+        cfg.tracking.mode = "disabled"
+    if overwrite:
+        cfg.overwrite = True
+    result = run_train(cfg, progress=not quiet)
+    shown = {
+        k: result.metrics[k]
+        for k in ("attnpo/reward", "attnpo/accuracy", "attnpo/total_tokens")
+        if k in result.metrics
+    }
+    resumed = f", resumed from step {result.resumed_from}" if result.resumed_from else ""
+    typer.echo(
+        f"trained to step {result.steps}{resumed}; last step: "
+        + ", ".join(f"{k} {v:.4g}" for k, v in shown.items())
+    )
+    typer.echo(f"outputs: {result.out}")
 
 
 def main() -> None:

@@ -1,0 +1,280 @@
+"""`attnpo train`: an AttnPO (or baseline) RL run on TRL, resumable from its last checkpoint.
+
+Writes into `out`: `config.resolved.yaml`, `checkpoints/checkpoint-N/` (model, optimizer, scheduler,
+RNG states, trainer state; TRL/transformers' own format), `metrics.jsonl` (one line per logged step),
+`final/` (the trained model and tokenizer) and `summary.json`. A rerun with the same `out` continues from
+the last checkpoint with the same data order and random state.
+
+Rollouts: `refill` samples with the core's slot-refilling decoder (CPU), each completion seeded from
+(run seed, step, process, row), so a resumed run samples what the uninterrupted one would; `trl` uses
+TRL's stock `generate` (kept as the baseline of the rollout benchmark).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from attncore.config import Config, OutputPath, save_resolved
+from attncore.data import DataConfig, Problem, load_problems_or_bundled, read_rows
+from attncore.errors import UserError
+from attncore.models import ModelConfig
+from attncore.prompts import PromptConfig, encode_prompt
+from attncore.steps import StepSegmenterConfig
+from attncore.tracking import Tracker, TrackingConfig
+from attnpo.config import MethodConfig
+
+CHECKPOINTS = "checkpoints"
+METRICS = "metrics.jsonl"
+
+
+class TrainDataConfig(Config):
+    """Training problems: a row file (`file`: JSON lines or Parquet with id, problem or question, and
+    answer columns) or a benchmark split (`benchmark`)."""
+
+    file: str | None = None
+    benchmark: DataConfig = Field(default_factory=lambda: DataConfig(name="gsm8k", split="train"))
+
+
+class RolloutConfig(Config):
+    """How completions are sampled: temperature 1.0, top-p 1.0, no top-k (spec §8)."""
+
+    engine: Literal["refill", "trl"] = "refill"
+    slots: int = Field(8, ge=1, description="sequences decoding together (refill engine)")
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)
+    max_tokens: int = Field(1024, ge=1)
+
+
+class OptimConfig(Config):
+    """AdamW at a constant rate, and the PPO loss of the release (spec §2)."""
+
+    lr: float = Field(2e-6, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    clip: float = Field(0.2, gt=0, description="PPO clip epsilon, both sides")
+    dual_clip: float | None = Field(3.0, gt=1, description="TRL's delta: the ratio's upper clamp")
+    loss_type: Literal["dapo", "grpo", "bnpo", "dr_grpo"] = "dapo"
+
+
+class GradingSection(Config):
+    workers: int = Field(2, ge=1)
+    timeout_s: float = Field(5.0, gt=0)
+
+
+class TrainConfig(Config):
+    """One RL run: model, data, method (reward, advantage, rescaling, heads), rollouts, optimizer."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: TrainDataConfig = Field(default_factory=TrainDataConfig)
+    prompt: PromptConfig = Field(default_factory=lambda: PromptConfig(template="r1"))
+    method: MethodConfig
+    segmenter: StepSegmenterConfig = Field(default_factory=StepSegmenterConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    grading: GradingSection = Field(default_factory=GradingSection)
+    prompts_per_step: int = Field(8, ge=1)
+    group_size: int = Field(8, ge=2, description="G, rollouts per prompt")
+    steps: int = Field(100, ge=1)
+    save_every: int = Field(20, ge=1)
+    seed: int = 0
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    out: OutputPath = "runs/attnpo"
+    overwrite: bool = False
+
+    @model_validator(mode="after")
+    def _method_fits_the_data(self) -> TrainConfig:
+        if self.method.reward.kind in ("l1_exact", "l1_max"):
+            raise ValueError(
+                f"reward {self.method.reward.kind} needs target lengths in the prompt; train has none"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out: Path
+    steps: int
+    resumed_from: int
+    metrics: dict[str, float]
+
+
+def training_problems(cfg: TrainDataConfig) -> list[Problem]:
+    """The problems of a row file or a benchmark split."""
+    if cfg.file is None:
+        problems, _ = load_problems_or_bundled(cfg.benchmark)
+        return problems
+    rows = read_rows(Path(cfg.file))
+    out = []
+    for i, row in enumerate(rows):
+        text = row.get("problem", row.get("question"))
+        if text is None or row.get("answer") is None:
+            raise UserError(f"{cfg.file}: row {i} needs a problem (or question) and an answer")
+        out.append(Problem(str(row.get("id", i)), str(text), str(row["answer"]), Path(cfg.file).name))
+    if not out:
+        raise UserError(f"{cfg.file}: no problems")
+    return out
+
+
+def refill_rollout(
+    prompt_ids: dict[str, list[int]], cfg: RolloutConfig, eos: set[int], pad_id: int, seed: int
+) -> Callable[[list, Any], dict[str, Any]]:
+    """A TRL `rollout_func` sampling through the slot-refilling decoder with per-row seeds."""
+    import torch
+
+    from attncore.rollout.refill import decode_refilling
+    from attncore.rollout.types import SamplingConfig, derive_seed
+
+    sampling = SamplingConfig(
+        temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k, max_tokens=cfg.max_tokens
+    )
+
+    def rollout(prompts: list, trainer: Any) -> dict[str, Any]:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        ids = [prompt_ids[p] for p in prompts]
+        step, rank = trainer.state.global_step, trainer.accelerator.process_index
+        seeds = [derive_seed(seed, "rollout", step, rank, i) for i in range(len(ids))]
+        training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                done = decode_refilling(model, ids, seeds, sampling, eos, pad_id, cfg.slots)
+        finally:
+            model.train(training)
+        return {"prompt_ids": ids, "completion_ids": [c for c, _ in done], "logprobs": None}
+
+    return rollout
+
+
+def grpo_args(cfg: TrainConfig, world_size: int, progress: bool):
+    """TRL's GRPOConfig for the recipe (see `attnpo.trainer` for what each setting reproduces)."""
+    from trl import GRPOConfig
+
+    rows = cfg.prompts_per_step * cfg.group_size
+    if rows % world_size:
+        raise UserError(f"{rows} rollouts per step do not split over {world_size} processes")
+    return GRPOConfig(
+        output_dir=str(Path(cfg.out) / CHECKPOINTS),
+        per_device_train_batch_size=rows // world_size,
+        gradient_accumulation_steps=1,
+        steps_per_generation=1,
+        num_iterations=1,
+        num_generations=cfg.group_size,
+        max_steps=cfg.steps,
+        learning_rate=cfg.optim.lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=cfg.optim.weight_decay,
+        max_grad_norm=cfg.optim.max_grad_norm,
+        beta=0.0,
+        epsilon=cfg.optim.clip,
+        delta=cfg.optim.dual_clip,
+        loss_type=cfg.optim.loss_type,
+        scale_rewards="none",
+        max_completion_length=cfg.rollout.max_tokens,
+        temperature=cfg.rollout.temperature,
+        top_p=cfg.rollout.top_p,
+        top_k=cfg.rollout.top_k or None,
+        save_strategy="steps",
+        save_steps=cfg.save_every,
+        logging_steps=1,
+        report_to=[],
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        disable_tqdm=not progress,
+        remove_unused_columns=False,
+        use_cpu=cfg.model.device == "cpu",
+        bf16=cfg.model.dtype == "bfloat16",
+        dataloader_num_workers=0,
+    )
+
+
+def last_checkpoint(out: Path) -> Path | None:
+    """The checkpoint with the highest step under `out/checkpoints`, if any."""
+    folders = [p for p in (out / CHECKPOINTS).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return max(folders, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def run_train(cfg: TrainConfig, progress: bool = True, on_step_batch: Callable | None = None) -> TrainResult:
+    """Train `cfg` into `cfg.out`, resuming from its last checkpoint when one exists."""
+    import datasets
+    from transformers import TrainerCallback
+
+    from attncore.grading import Grader
+    from attncore.models import load_model
+    from attncore.rollout.hf import eos_token_ids
+    from attnpo.trainer import AttnPOTrainer
+
+    out = Path(cfg.out)
+    if cfg.overwrite and out.exists():
+        shutil.rmtree(out)
+    problems = training_problems(cfg.data)
+    loaded = load_model(cfg.model)
+    tok = loaded.tokenizer
+    heads: list[tuple[int, int]] = []
+    if cfg.method.rescaling.enabled:
+        text = loaded.model.config.get_text_config()
+        heads = cfg.method.heads.resolve(text.num_hidden_layers, text.num_attention_heads)
+    out.mkdir(parents=True, exist_ok=True)
+    save_resolved(cfg, out)
+    encoded = {p.id: encode_prompt(p, tok, cfg.prompt) for p in problems}
+    prompt_ids = {text: ids for text, ids in encoded.values()}
+    dataset = datasets.Dataset.from_list(
+        [{"prompt": encoded[p.id][0], "answer": p.answer, "problem_id": p.id} for p in problems]
+    )
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    args = grpo_args(cfg, world_size, progress)
+    rollout = None
+    if cfg.rollout.engine == "refill":
+        rollout = refill_rollout(
+            prompt_ids, cfg.rollout, set(eos_token_ids(loaded)), tok.pad_token_id, cfg.seed
+        )
+    tracker = Tracker(cfg.tracking, cfg.model_dump(mode="json"), out, "attnpo-train")
+    metrics_path = out / METRICS
+    last: dict[str, float] = {}
+
+    class Record(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or not state.is_world_process_zero:
+                return
+            row = {"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, int | float)}}
+            last.update(row)
+            with metrics_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            tracker.log(row, step=state.global_step)
+
+    resume = last_checkpoint(out)
+    with Grader(mode="attnpo", workers=cfg.grading.workers, timeout_s=cfg.grading.timeout_s) as grader:
+        trainer = AttnPOTrainer(
+            model=loaded.model,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tok,
+            rollout_func=rollout,
+            callbacks=[Record()],
+            method=cfg.method,
+            heads=heads,
+            segmenter=cfg.segmenter,
+            grader=grader,
+            on_step_batch=on_step_batch,
+        )
+        trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+        if trainer.accelerator.is_main_process:
+            trainer.save_model(str(out / "final"))
+    tracker.summary({k: v for k, v in last.items() if k != "step"})
+    tracker.finish()
+    summary = {"steps": trainer.state.global_step, "resumed_from": _step_of(resume), "last": last}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return TrainResult(out, trainer.state.global_step, _step_of(resume), last)
+
+
+def _step_of(checkpoint: Path | None) -> int:
+    return 0 if checkpoint is None else int(checkpoint.name.split("-")[-1])
