@@ -22,7 +22,7 @@ from attncore.steps import unscored_reason
 from attnpo.advantages import outcome_advantages
 from attnpo.rescaling import rescale_advantages
 from attnpo.rewards import group_rewards
-from attnpo.train import TrainConfig, run_train
+from attnpo.train import TrainConfig, last_checkpoint, run_train
 from attnpo.trainer import padded_steps
 
 SHELF = "First, I add the two numbers of apples that the shop has on the shelf: 2 + 3 = 5 apples in all.\n"
@@ -183,6 +183,17 @@ def test_a_resumed_run_ends_where_the_uninterrupted_one_does(memorised_model, tm
         assert torch.equal(a[name], b[name]), name
     base = load_file(model_dir / "model.safetensors")
     assert any(not torch.equal(a[n], base[n]) for n in a)  # training moved the weights
+
+
+def test_a_checkpoint_a_kill_interrupted_is_skipped(tmp_path):
+    for step, complete in ((2, True), (4, True), (6, False)):
+        folder = tmp_path / "checkpoints" / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"")
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert last_checkpoint(tmp_path) == tmp_path / "checkpoints" / "checkpoint-4"
+    assert last_checkpoint(tmp_path / "elsewhere") is None
 
 
 def test_train_cli_errors_are_one_line(attnpo_cli, tmp_path):

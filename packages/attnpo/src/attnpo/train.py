@@ -198,8 +198,13 @@ def grpo_args(cfg: TrainConfig, world_size: int, progress: bool):
 
 
 def last_checkpoint(out: Path) -> Path | None:
-    """The checkpoint with the highest step under `out/checkpoints`, if any."""
-    folders = [p for p in (out / CHECKPOINTS).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    """The complete checkpoint with the highest step under `out/checkpoints`, if any. transformers writes
+    `trainer_state.json` last, so a folder without it is a checkpoint a kill interrupted: skipped."""
+    folders = [
+        p
+        for p in (out / CHECKPOINTS).glob("checkpoint-*")
+        if p.name.split("-")[-1].isdigit() and (p / "trainer_state.json").is_file()
+    ]
     return max(folders, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
