@@ -201,6 +201,8 @@ def test_train_cli_errors_are_one_line(attnpo_cli, tmp_path):
     assert code == 2 and "group_size=1" in err and "Traceback" not in err
     code, _, err = attnpo_cli("train", "method.rescaling.enabled=false", "method.reward.kind=l1_max")
     assert code == 2 and "needs target lengths" in err
+    code, _, err = attnpo_cli("train", "method.rescaling.enabled=false", "method.reward.kind=laser_de")
+    assert code == 2 and "repetition detector" in err
     code, _, err = attnpo_cli("train", "method.rescaling.gamma=2")
     assert code == 2 and "unknown key 'method.rescaling.gamma'" in err
     missing = tmp_path / "none.jsonl"

@@ -96,6 +96,10 @@ class TrainConfig(Config):
             raise ValueError(
                 f"reward {self.method.reward.kind} needs target lengths in the prompt; train has none"
             )
+        if self.method.reward.kind == "laser_de":
+            raise ValueError(
+                "reward laser_de needs a repetition detector for wrong responses; train has none"
+            )
         return self
 
 
