@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
+import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -39,3 +43,22 @@ def smollm2():
     from attncore.models import load_model
 
     return load_model()
+
+
+@pytest.fixture
+def kill_after_shards():
+    """Factory: `kill_after_shards(proc, manifest, deadline_s)` SIGKILLs a running job once its manifest
+    lists two shards and returns how many it listed then (the kill-and-resume tests' midway point)."""
+
+    def kill(proc: subprocess.Popen, manifest: Path, deadline_s: float) -> int:
+        deadline = time.monotonic() + deadline_s
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "run ended before it could be killed"
+            if manifest.exists() and len(json.loads(manifest.read_text())["shards"]) >= 2:
+                break
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return len(json.loads(manifest.read_text())["shards"])
+
+    return kill

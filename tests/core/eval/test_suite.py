@@ -4,11 +4,8 @@ changed config, skipped hub-only sets, and one-line CLI errors."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -99,7 +96,7 @@ def test_embedded_model_through_the_harness(tmp_path, one_torch_thread):
 
 
 @pytest.mark.slow
-def test_killed_eval_resumes_and_a_rerun_reuses_everything(tiny_model_dir, tmp_path, one_torch_thread):
+def test_killed_eval_resumes_and_a_rerun_reuses_everything(tiny_model_dir, tmp_path, kill_after_shards, one_torch_thread):
     model = str(tiny_model_dir("llama"))
     data = write_gsm8k(tmp_path / "data", 24)
     out = tmp_path / "run"
@@ -110,14 +107,7 @@ def test_killed_eval_resumes_and_a_rerun_reuses_everything(tiny_model_dir, tmp_p
         stderr=subprocess.DEVNULL,
     )
     manifest = out / "gsm8k" / "manifest-main.json"
-    deadline = time.monotonic() + 180
-    while True:
-        assert proc.poll() is None and time.monotonic() < deadline, "run ended before it could be killed"
-        if manifest.exists() and len(json.loads(manifest.read_text())["shards"]) >= 2:
-            break
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_shards(proc, manifest, 180)
     before = {r.rollout_id: r.completion_ids for r in RolloutStore.open_existing(out / "gsm8k").read()}
     assert 4 <= len(before) < 24, "killed midway"
     assert not (out / "metrics.json").exists()

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -182,7 +178,7 @@ def rollout_args(model: Path, out: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_killed_rollout_run_resumes_without_loss_or_duplicates(tiny_model_dir, tmp_path):
+def test_killed_rollout_run_resumes_without_loss_or_duplicates(tiny_model_dir, tmp_path, kill_after_shards):
     model = tiny_model_dir("qwen2")
     out = tmp_path / "killed"
     proc = subprocess.Popen(
@@ -191,15 +187,7 @@ def test_killed_rollout_run_resumes_without_loss_or_duplicates(tiny_model_dir, t
         stderr=subprocess.DEVNULL,
     )
     manifest = out / "manifest-main.json"
-    deadline = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None and time.monotonic() < deadline, "run ended before it could be killed"
-        if manifest.exists() and len(json.loads(manifest.read_text())["shards"]) >= 2:
-            break
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    shards_at_kill = len(json.loads(manifest.read_text())["shards"])
+    shards_at_kill = kill_after_shards(proc, manifest, 120)
     assert 2 <= shards_at_kill < 20, "killed midway"
 
     resumed = cli(*rollout_args(model, out))

@@ -5,12 +5,9 @@ checksums, resume after kill -9, and two data-parallel processes."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -362,7 +359,7 @@ def extract_args(data: Path, model: Path, out: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_killed_extraction_resumes_without_loss_or_duplicates(tiny_model_dir, tmp_path):
+def test_killed_extraction_resumes_without_loss_or_duplicates(tiny_model_dir, tmp_path, kill_after_shards):
     data = tmp_path / "traces.jsonl"
     write_examples(generate_examples(SyntheticConfig(count=30, seed=5, **SHORT_TRACES)), data)
     model = tiny_model_dir("qwen2")
@@ -372,15 +369,7 @@ def test_killed_extraction_resumes_without_loss_or_duplicates(tiny_model_dir, tm
         [sys.executable, "-m", "attncore", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     manifest = out / "manifest-rank0.json"
-    deadline = time.monotonic() + 180
-    while True:
-        assert proc.poll() is None and time.monotonic() < deadline, "run ended before it could be killed"
-        if manifest.exists() and len(json.loads(manifest.read_text())["shards"]) >= 2:
-            break
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    shards_at_kill = len(json.loads(manifest.read_text())["shards"])
+    shards_at_kill = kill_after_shards(proc, manifest, 180)
     assert 2 <= shards_at_kill < 30, "killed midway"
 
     cfg = ExtractConfig(
