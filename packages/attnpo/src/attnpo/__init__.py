@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "AttnPOTrainer": "attnpo.trainer",
     "TrainConfig": "attnpo.train",
     "run_train": "attnpo.train",
+    "VLLMRolloutConfig": "attnpo.vllm_rollout",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -7,7 +7,8 @@ the last checkpoint with the same data order and random state.
 
 Rollouts: `refill` samples with the core's slot-refilling decoder (CPU), each completion seeded from
 (run seed, step, process, row), so a resumed run samples what the uninterrupted one would; `trl` uses
-TRL's stock `generate` (kept as the baseline of the rollout benchmark).
+TRL's stock `generate` (kept as the baseline of the rollout benchmark); `vllm` uses TRL's vLLM integration
+on GPUs, colocated or as a server (`attnpo.vllm_rollout`, section `rollout.vllm`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from attncore.prompts import PromptConfig, encode_prompt
 from attncore.steps import StepSegmenterConfig
 from attncore.tracking import Tracker, TrackingConfig
 from attnpo.config import MethodConfig
+from attnpo.vllm_rollout import VLLMRolloutConfig, grpo_vllm_args, require_vllm_gpu
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
@@ -46,12 +48,19 @@ class TrainDataConfig(Config):
 class RolloutConfig(Config):
     """How completions are sampled: temperature 1.0, top-p 1.0, no top-k (spec §8)."""
 
-    engine: Literal["refill", "trl"] = "refill"
+    engine: Literal["refill", "trl", "vllm"] = "refill"
     slots: int = Field(8, ge=1, description="sequences decoding together (refill engine)")
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0)
     max_tokens: int = Field(1024, ge=1)
+    vllm: VLLMRolloutConfig = Field(default_factory=VLLMRolloutConfig)
+
+    @model_validator(mode="after")
+    def _vllm_section_for_vllm(self) -> RolloutConfig:
+        if self.engine != "vllm" and "vllm" in self.model_fields_set:
+            raise ValueError(f"the vllm section applies to engine=vllm only (engine is {self.engine})")
+        return self
 
 
 class OptimConfig(Config):
@@ -89,6 +98,14 @@ class TrainConfig(Config):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     out: OutputPath = "runs/attnpo"
     overwrite: bool = False
+
+    @model_validator(mode="after")
+    def _vllm_on_a_gpu(self) -> TrainConfig:
+        if self.rollout.engine == "vllm" and self.model.device in ("cpu", "mps"):
+            raise ValueError(
+                f"rollout.engine=vllm needs model.device=cuda (or auto); it is {self.model.device}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _method_fits_the_data(self) -> TrainConfig:
@@ -198,6 +215,7 @@ def grpo_args(cfg: TrainConfig, world_size: int, progress: bool):
         use_cpu=cfg.model.device == "cpu",
         bf16=cfg.model.dtype == "bfloat16",
         dataloader_num_workers=0,
+        **grpo_vllm_args(cfg.rollout.vllm if cfg.rollout.engine == "vllm" else None),
     )
 
 
@@ -222,6 +240,8 @@ def run_train(cfg: TrainConfig, progress: bool = True, on_step_batch: Callable |
     from attncore.rollout.hf import eos_token_ids
     from attnpo.trainer import AttnPOTrainer
 
+    if cfg.rollout.engine == "vllm":
+        require_vllm_gpu()
     out = Path(cfg.out)
     if cfg.overwrite and out.exists():
         shutil.rmtree(out)
@@ -274,6 +294,7 @@ def run_train(cfg: TrainConfig, progress: bool = True, on_step_batch: Callable |
             segmenter=cfg.segmenter,
             grader=grader,
             on_step_batch=on_step_batch,
+            prompt_ids=prompt_ids,
         )
         trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
         if trainer.accelerator.is_main_process:

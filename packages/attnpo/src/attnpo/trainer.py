@@ -24,7 +24,7 @@ The reward function TRL calls grades each completion by AttnPO's rule (`GradingM
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +86,8 @@ class AttnPOTrainer(GRPOTrainer):
 
     `heads` are the key-focus heads (layer, query head); `grader` a started `Grader`; `on_step_batch`
     (optional) is called with the trainer and each micro-batch's `StepBatch` right after its loss forward.
+    `prompt_ids` (optional) maps each dataset prompt text to its token ids, which TRL's engines then read
+    as they are (`_tokenize_prompts`).
     """
 
     def __init__(
@@ -96,8 +98,10 @@ class AttnPOTrainer(GRPOTrainer):
         segmenter: StepSegmenterConfig,
         grader: Grader,
         on_step_batch: Callable[[AttnPOTrainer, StepBatch], None] | None = None,
+        prompt_ids: Mapping[str, Sequence[int]] | None = None,
         **kwargs: Any,
     ):
+        self.prompt_ids = prompt_ids
         self.method = method
         self.heads = [tuple(h) for h in heads]
         self.segmenter = segmenter
@@ -107,6 +111,13 @@ class AttnPOTrainer(GRPOTrainer):
         super().__init__(*args, reward_funcs=[self.attnpo_correct], **kwargs)
         self.capture = AttentionCapture(self.accelerator.unwrap_model(self.model))
         self._armed: tuple[Pending, dict[str, Any]] | None = None
+
+    def _tokenize_prompts(self, prompts: list):
+        """The encoded prompts, not TRL's re-tokenization of their text, which adds a second BOS where the
+        tokenizer adds one (DeepSeek-R1-Distill) after the chat template already wrote it."""
+        if self.prompt_ids is None:
+            return super()._tokenize_prompts(prompts)
+        return [list(self.prompt_ids[p]) for p in prompts], None, {}
 
     # --- rewards and outcome advantages -------------------------------------------------------------
 
