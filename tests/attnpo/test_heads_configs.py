@@ -17,9 +17,13 @@ HERE = Path(__file__).resolve().parents[2] / "experiments" / "attnpo" / "heads"
 CONFIGS = sorted(HERE.glob("*.yaml"))
 
 
-def test_configs_cover_the_testbed_and_the_1_5b():
+def test_configs_cover_the_testbed_the_1_5b_and_the_7b():
     kinds = {p.name: load_config(FindHeadsConfig, p).labels.kind for p in CONFIGS}
-    assert kinds == {"testbed.yaml": "oracle", "deepseek-r1-distill-qwen-1.5b.yaml": "judges"}
+    assert kinds == {
+        "testbed.yaml": "oracle",
+        "deepseek-r1-distill-qwen-1.5b.yaml": "judges",
+        "deepseek-r1-distill-qwen-7b.yaml": "judges",
+    }
 
 
 def test_preset_holds_the_released_heads():

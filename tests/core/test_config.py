@@ -142,8 +142,9 @@ def test_an_override_does_not_mark_untouched_fields_as_set(tmp_path):
 
 # Job configs only: an experiment's sweep.yaml is a wandb sweep file (tests/core/sweeps/test_spec.py).
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
-# Shipped YAMLs that are not job configs: wandb sweep files and released key-focus-head artifacts.
-NOT_CONFIGS = ("*/sweep.yaml", "attnpo/heads/presets/*.yaml")
+# Shipped YAMLs that are not job configs: wandb sweep files, released key-focus-head artifacts and
+# accelerate launch configs (tests/attnpo/test_scaleout_configs.py loads those).
+NOT_CONFIGS = ("*/sweep.yaml", "attnpo/heads/presets/*.yaml", "attnpo/accelerate/*.yaml")
 SHIPPED = sorted(
     path
     for path in EXPERIMENTS.rglob("*.yaml")
@@ -162,6 +163,10 @@ def shipped_config_class(path: Path) -> type[Config]:
     if relative.parts[0] == "cotattn":  # a pair folder holds one config per stage, named by the stage
         stages = {"rationales": RationalesConfig, "teacher": TeacherTargetsConfig, "train": TrainConfig}
         return SuiteConfig if path.stem == "eval" else stages[path.stem.split("_")[0]]
+    if relative.parts[0] == "attnpo" and path.stem in ("train", "validation"):  # an 8-GPU recipe folder
+        from attnpo.train import TrainConfig as AttnPOTrainConfig
+
+        return AttnPOTrainConfig if path.stem == "train" else SuiteConfig
     folders = {
         "attention": ExtractConfig,
         "eval": SuiteConfig,

@@ -92,6 +92,9 @@ class TrainConfig(Config):
     grading: GradingSection = Field(default_factory=GradingSection)
     prompts_per_step: int = Field(8, ge=1)
     group_size: int = Field(8, ge=2, description="G, rollouts per prompt")
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="rollouts per process per forward (None: all of them at once)"
+    )
     steps: int = Field(100, ge=1)
     save_every: int = Field(20, ge=1)
     seed: int = 0
@@ -179,14 +182,26 @@ def grpo_args(cfg: TrainConfig, world_size: int, progress: bool):
     """TRL's GRPOConfig for the recipe (see `attnpo.trainer` for what each setting reproduces)."""
     from trl import GRPOConfig
 
+    return GRPOConfig(**grpo_settings(cfg, world_size, progress))
+
+
+def grpo_settings(cfg: TrainConfig, world_size: int, progress: bool) -> dict[str, Any]:
+    """The keyword arguments of `grpo_args`'s GRPOConfig (which itself refuses bf16 without a GPU)."""
     rows = cfg.prompts_per_step * cfg.group_size
     if rows % world_size:
         raise UserError(f"{rows} rollouts per step do not split over {world_size} processes")
-    return GRPOConfig(
+    per_process = rows // world_size
+    micro = cfg.micro_batch_size or per_process
+    if per_process % micro:
+        raise UserError(
+            f"micro_batch_size={micro} does not divide the {per_process} rollouts of each of "
+            f"{world_size} processes"
+        )
+    return dict(
         output_dir=str(Path(cfg.out) / CHECKPOINTS),
-        per_device_train_batch_size=rows // world_size,
-        gradient_accumulation_steps=1,
-        steps_per_generation=1,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=per_process // micro,
+        steps_per_generation=per_process // micro,
         num_iterations=1,
         num_generations=cfg.group_size,
         max_steps=cfg.steps,
