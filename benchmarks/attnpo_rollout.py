@@ -9,8 +9,9 @@ next). Same model, same prompts (testbed problems, `--prompts` x `--group` rollo
 top-p 1.0, `--max-tokens` new tokens at most. Samples differ between engines, so lengths do too: the
 ratio is of completion tokens per second, with each engine's phase seconds and token count beside it.
 
-Method: the engines alternate for `--rounds` rounds (the first to start alternates too), after one
-untimed warm-up phase each; reported are the medians over rounds and the load average before and after.
+Method: the engines alternate for `--rounds` rounds (the first to start alternates too), after an
+untimed warm-up on one group each; reported are the medians over rounds and the load average before and
+after. `--slots` is the training config's `rollout.slots`.
 
     uv run python benchmarks/attnpo_rollout.py [--model smollm2-135m-instruct] [--prompts 8] [--group 8]
         [--max-tokens 256] [--slots 8] [--rounds 3] [--threads 2]
@@ -69,8 +70,8 @@ def main() -> None:
             return time.perf_counter() - start, sum(len(c) for c in completions)
 
         load_before = os.getloadavg()
-        for engine in trainers:
-            phase(engine)  # warm-up
+        for engine in trainers:  # warm-up on one group
+            trainers[engine]._generate(batch[: args.group])
         runs: dict[str, list[tuple[float, int]]] = {"trl": [], "refill": []}
         for r in range(args.rounds):
             for engine in ("trl", "refill") if r % 2 == 0 else ("refill", "trl"):
