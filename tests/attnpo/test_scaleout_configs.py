@@ -160,3 +160,29 @@ def test_micro_batches_must_divide_each_process_rollouts():
     cfg.micro_batch_size = 4
     args = grpo_settings(cfg, world_size=2, progress=False)
     assert (args["per_device_train_batch_size"], args["gradient_accumulation_steps"]) == (4, 4)
+
+
+def test_micro_batches_accumulate_into_one_step(tiny_model_dir, tmp_path):
+    """4 rollouts per step in micro-batches of 2: two loss forwards, one optimizer step."""
+    import json
+
+    from attnpo.train import run_train
+
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text(
+        "".join(json.dumps({"id": f"p{i}", "problem": f"What is 2 + {i}?", "answer": str(2 + i)}) + "\n"
+                for i in range(2))
+    )  # fmt: skip
+    cfg = load_config(
+        TrainConfig,
+        None,
+        [
+            "method.rescaling.enabled=false", "tracking.mode=disabled", f"model.name={tiny_model_dir('qwen2')}",
+            f"data.file={problems}", "rollout.max_tokens=4", "prompts_per_step=2", "group_size=2",
+            "micro_batch_size=2", "steps=1", "grading.workers=1", f"out={tmp_path / 'run'}",
+        ],
+    )  # fmt: skip
+    seen = []
+    result = run_train(cfg, progress=False, on_step_batch=lambda t, b: seen.append(b))
+    assert result.steps == 1
+    assert [(b.global_step, len(b.inputs["completion_ids"])) for b in seen] == [(1, 2), (1, 2)]
