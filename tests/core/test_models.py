@@ -32,6 +32,43 @@ def test_loader_options(tiny_model_dir):
     assert loaded.model.config._attn_implementation == "eager"
 
 
+@pytest.mark.parametrize("arch", ["llama", "gemma3"])
+def test_keep_layers_cuts_a_smaller_model_that_saves_and_reloads(tiny_model_dir, tmp_path, arch):
+    folder = str(tiny_model_dir(arch))
+    full = load_model(folder).model
+    loaded = load_model(ModelConfig(name=folder, keep_layers=[0, 3]))
+    cut = loaded.model
+    assert cut.config.num_hidden_layers == 2
+    assert [layer.self_attn.layer_idx for layer in cut.model.layers] == [0, 1]
+    for new, old in ((0, 0), (1, 3)):
+        for (name, a), (_, b) in zip(
+            cut.model.layers[new].named_parameters(), full.model.layers[old].named_parameters(), strict=True
+        ):
+            assert torch.equal(a, b), name
+    if arch == "gemma3":  # sliding and full layers alternate: the kept ones keep their kind
+        assert cut.config.layer_types == [full.config.layer_types[0], full.config.layer_types[3]]
+    ids = torch.tensor([[1, 5, 9, 7, 2, 6]])
+    with torch.no_grad():
+        logits = cut(ids).logits
+        cached = cut.generate(ids, max_new_tokens=3, do_sample=False)  # the KV cache indexes the new layers
+    assert not torch.allclose(logits, full(ids).logits)
+    cut.save_pretrained(tmp_path / "cut")
+    loaded.tokenizer.save_pretrained(tmp_path / "cut")
+    again = load_model(ModelConfig(name=str(tmp_path / "cut"))).model
+    with torch.no_grad():
+        assert torch.equal(again(ids).logits, logits)
+        assert torch.equal(again.generate(ids, max_new_tokens=3, do_sample=False), cached)
+
+
+def test_keep_layers_mistakes_are_one_line_errors(tiny_model_dir):
+    folder = str(tiny_model_dir("llama"))
+    with pytest.raises(UserError, match=r"layer 4 is outside the model's 4 layers"):
+        load_model(ModelConfig(name=folder, keep_layers=[1, 4]))
+    for bad in ([2, 1], [1, 1], [-1], []):
+        with pytest.raises(ValueError, match="keep_layers"):
+            ModelConfig(keep_layers=bad)
+
+
 def test_bad_model_names_give_one_line_errors(tmp_path):
     with pytest.raises(UserError, match=r"model 'no_such_model' not found: tried named models .*local path"):
         load_model("no_such_model")

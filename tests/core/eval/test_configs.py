@@ -62,3 +62,15 @@ def test_unknown_datasets_and_bad_labels_are_config_errors():
         load_config(SuiteConfig, None, ["benchmarks={'a/b': {dataset: gsm8k}}"])
     hub = load_config(SuiteConfig, None, ["benchmarks.mine.hub_id=me/my-set"])
     assert hub.job("mine").data.hub_id == "me/my-set"
+
+
+def test_synthetic_benchmarks_generate_their_set():
+    suite = load_config(
+        SuiteConfig, None, ["benchmarks={held: {dataset: synthetic, synthetic: {count: 4, seed: 5}}}"]
+    )
+    data = suite.job("held").data
+    assert data.name == "synthetic" and data.synthetic.count == 4 and data.synthetic.seed == 5
+    with pytest.raises(ConfigError, match="dataset 'synthetic' and its synthetic set come together"):
+        load_config(SuiteConfig, None, ["benchmarks={held: {dataset: synthetic}}"])
+    with pytest.raises(ConfigError, match="come together"):
+        load_config(SuiteConfig, None, ["benchmarks={gsm8k: {synthetic: {count: 4}}}"])

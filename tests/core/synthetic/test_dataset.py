@@ -9,7 +9,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from attncore.data import Problem, read_jsonl
+from attncore.data import DataConfig, Problem, load_problems_or_bundled, read_jsonl
 from attncore.errors import UserError
 from attncore.synthetic.cli import app
 from attncore.synthetic.config import SyntheticConfig
@@ -144,3 +144,19 @@ def test_evaluate_writes_figures_and_rollouts(tmp_path: Path, tiny_model_dir):
     assert summary["accuracy"] == sum(r["correct"] for r in rows) / 4
     assert [r["problem_id"] for r in rows] == [f"testbed-test/{i}" for i in range(4)]
     assert f"rollouts -> {rollouts}" in result.output
+
+
+def test_synthetic_sets_load_as_a_data_source_with_offset_and_limit():
+    spec = SyntheticConfig(count=6, seed=3, id_prefix="held-out")
+    problems, origin = load_problems_or_bundled(
+        DataConfig(name="synthetic", synthetic=spec, offset=2, limit=3)
+    )
+    expected = [e.to_problem() for e in generate_examples(spec)][2:5]
+    assert origin == "synthetic" and problems == expected
+    assert [p.id for p in problems] == ["held-out/2", "held-out/3", "held-out/4"]
+    with pytest.raises(ValueError, match="come together"):
+        DataConfig(name="synthetic")
+    with pytest.raises(ValueError, match="come together"):
+        DataConfig(name="gsm8k", synthetic=spec)
+    with pytest.raises(ValueError, match="no hub_id"):
+        DataConfig(name="synthetic", synthetic=spec, hub_id="a/b")

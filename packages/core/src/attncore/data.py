@@ -22,11 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from attncore.config import Config
 from attncore.errors import UserError
 from attncore.paths import data_dir
+from attncore.synthetic.config import SyntheticConfig
 
 BUNDLED_PROBLEMS = Path(__file__).parent / "resources" / "bundled_gsm8k_style.jsonl"
 SVAMP_TEST_SIZE = 200
@@ -47,8 +48,13 @@ class Problem:
     meta: dict[str, str] = field(default_factory=dict)
 
 
+SYNTHETIC = "synthetic"
+"""The benchmark name of generated testbed problems (`DataConfig.synthetic` says which set)."""
+
+
 class DataConfig(Config):
-    """Which problems to load. `hub_id` switches from the local folder to `datasets.load_dataset`."""
+    """Which problems to load. `hub_id` switches from the local folder to `datasets.load_dataset`;
+    name `synthetic` generates the testbed set `synthetic` describes (no file, no hub)."""
 
     name: str = "gsm8k"
     split: str = "test"
@@ -57,6 +63,15 @@ class DataConfig(Config):
     hub_config: str | None = None
     limit: int | None = Field(None, ge=1, description="first N problems after `offset` (null: all)")
     offset: int = Field(0, ge=0, description="problems skipped before the first one taken")
+    synthetic: SyntheticConfig | None = Field(None, description="with name 'synthetic': the set to generate")
+
+    @model_validator(mode="after")
+    def _synthetic_set(self) -> DataConfig:
+        if (self.name == SYNTHETIC) != (self.synthetic is not None):
+            raise ValueError(f"name {SYNTHETIC!r} and the synthetic set come together (set both or neither)")
+        if self.synthetic is not None and self.hub_id is not None:
+            raise ValueError("a synthetic set is generated, not loaded: no hub_id")
+        return self
 
 
 def _first(row: dict[str, Any], *keys: str) -> Any:
@@ -353,7 +368,7 @@ def hub_only(name: str) -> bool:
 
 
 def _check_known(cfg: DataConfig) -> None:
-    if cfg.name not in BENCHMARKS and cfg.hub_id is None:
+    if cfg.name not in BENCHMARKS and cfg.hub_id is None and cfg.name != SYNTHETIC:
         raise UserError(
             f"unknown benchmark {cfg.name!r} (known: {', '.join(BENCHMARKS)}; or give data.hub_id)"
         )
@@ -370,6 +385,8 @@ def _window(problems: list[Problem], cfg: DataConfig, source: str) -> list[Probl
 def load_problems(cfg: DataConfig) -> list[Problem]:
     """Problems for one benchmark split, from the local folder or the hub, then offset/limit applied."""
     _check_known(cfg)
+    if cfg.synthetic is not None:
+        return _window(synthetic_problems(cfg.synthetic), cfg, f"{SYNTHETIC} set {cfg.synthetic.id_prefix!r}")
     if cfg.hub_id is not None or hub_only(cfg.name):
         indexed, source = _hub_rows(cfg)
     else:
@@ -377,6 +394,13 @@ def load_problems(cfg: DataConfig) -> list[Problem]:
     normalise = BENCHMARKS[cfg.name].normalise if cfg.name in BENCHMARKS else _math_like
     problems = [normalise(dict(row), index, source) for index, row in indexed]
     return _window(problems, cfg, source)
+
+
+def synthetic_problems(cfg: SyntheticConfig) -> list[Problem]:
+    """The generated testbed problems of `cfg` (ids `<id_prefix>/<index>`, the trace as rationale)."""
+    from attncore.synthetic.dataset import generate_examples  # it imports this module
+
+    return [example.to_problem() for example in generate_examples(cfg)]
 
 
 def bundled_problems() -> list[Problem]:
@@ -387,6 +411,8 @@ def bundled_problems() -> list[Problem]:
 def load_problems_or_bundled(cfg: DataConfig) -> tuple[list[Problem], str]:
     """Like `load_problems`, but falls back to the bundled problems when no data folder exists."""
     _check_known(cfg)
+    if cfg.synthetic is not None:
+        return load_problems(cfg), SYNTHETIC
     if cfg.hub_id is None and not hub_only(cfg.name) and data_dir(cfg.data_dir) is None:
         _local_split(cfg.name, cfg.split)
         return _window(bundled_problems(), cfg, "the bundled problems"), "bundled"

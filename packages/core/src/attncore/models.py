@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from attncore.config import Config
 from attncore.errors import UserError
@@ -46,6 +46,18 @@ class ModelConfig(Config):
     dtype: DType = "float32"
     device: str = Field("cpu", pattern=DEVICE_PATTERN, description="cpu, cuda, cuda:N, mps, xpu[:N] or auto")
     attn_implementation: str = "sdpa"
+    keep_layers: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="keep only these decoder layers (0-based, increasing): a smaller model cut from this one",
+    )
+
+    @field_validator("keep_layers")
+    @classmethod
+    def _increasing(cls, layers: list[int] | None) -> list[int] | None:
+        if layers is not None and (layers[0] < 0 or layers != sorted(set(layers))):
+            raise ValueError("must be distinct non-negative layer indices in increasing order")
+        return layers
 
 
 @dataclass
@@ -205,6 +217,30 @@ def load_tokenizer(source: str, revision: str | None = None):
     return tok
 
 
+def keep_decoder_layers(model: torch.nn.Module, layers: list[int]) -> None:
+    """Cut `model` down to the decoder layers `layers` (in place, in their order), renumbering each
+    attention's `layer_idx` and the config, so the result saves and loads as a plain smaller model.
+
+    Deterministic: the kept layers keep their weights; embeddings, final norm and head are untouched."""
+    import torch
+
+    text = model.config.get_text_config()
+    decoder = model.get_decoder()
+    stack = getattr(decoder, "layers", None)
+    if not isinstance(stack, torch.nn.ModuleList):
+        raise UserError(f"model.keep_layers: {type(model).__name__} has no decoder layer list to cut")
+    if layers[-1] >= len(stack):
+        raise UserError(f"model.keep_layers: layer {layers[-1]} is outside the model's {len(stack)} layers")
+    decoder.layers = torch.nn.ModuleList(stack[i] for i in layers)
+    for new, layer in enumerate(decoder.layers):
+        attention = getattr(layer, "self_attn", None)
+        if attention is not None and hasattr(attention, "layer_idx"):
+            attention.layer_idx = new
+    if getattr(text, "layer_types", None) is not None:
+        text.layer_types = [text.layer_types[i] for i in layers]
+    text.num_hidden_layers = len(layers)
+
+
 def load_model(cfg: ModelConfig | str | None = None) -> LoadedModel:
     """Load a causal LM and its tokenizer (chat template included) from any supported source."""
     from transformers import AutoModelForCausalLM
@@ -227,6 +263,8 @@ def load_model(cfg: ModelConfig | str | None = None) -> LoadedModel:
         raise UserError(
             f"could not load model {cfg.name!r} (tried {'; '.join(tried) or source}): {first}"
         ) from None
+    if cfg.keep_layers is not None:
+        keep_decoder_layers(model, cfg.keep_layers)
     device = resolve_device(cfg.device)
     try:
         model.to(device)

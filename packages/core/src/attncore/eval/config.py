@@ -14,13 +14,14 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from attncore.config import Config, EntryError, OutputPath, Threads
-from attncore.data import BENCHMARKS, DataConfig
+from attncore.data import BENCHMARKS, SYNTHETIC, DataConfig
 from attncore.models import ModelConfig
 from attncore.prompts import PromptConfig
 from attncore.rollout.grade import GradingConfig
 from attncore.rollout.job import RolloutJobConfig
 from attncore.rollout.types import INT32_MAX, MAX_SAMPLES, SamplingConfig
 from attncore.rollout.vllm import VLLMOptions
+from attncore.synthetic.config import SyntheticConfig
 from attncore.tracking import TrackingConfig
 
 LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -41,7 +42,8 @@ class BenchmarkConfig(Config):
     """One benchmark of a suite: which problems, how they are sampled and graded.
 
     `dataset` is a name of `attncore.data.BENCHMARKS` (default: the benchmark's label); `hub_id`
-    loads it from the hub instead of the local data folder. `grading` and `prompt`, when set, replace
+    loads it from the hub instead of the local data folder; dataset `synthetic` generates the testbed
+    set `synthetic` describes. `grading` and `prompt`, when set, replace
     the suite's for this benchmark (multiple choice grades letters; code runs tests and needs time).
     """
 
@@ -54,6 +56,7 @@ class BenchmarkConfig(Config):
     sampling: SamplingOverrides = SamplingOverrides()
     grading: GradingConfig | None = None
     prompt: PromptConfig | None = None
+    synthetic: SyntheticConfig | None = None
 
 
 def _cpu_benchmarks() -> dict[str, BenchmarkConfig]:
@@ -92,11 +95,15 @@ class SuiteConfig(Config):
             if not re.match(LABEL_PATTERN, label):
                 raise EntryError(label, f"benchmark label {label!r} must be letters, digits, '_', '-', '.'")
             dataset = bench.dataset or label
-            if bench.hub_id is None and dataset not in BENCHMARKS:
+            if bench.hub_id is None and dataset not in (*BENCHMARKS, SYNTHETIC):
                 raise EntryError(
                     label,
-                    f"benchmark {label!r}: unknown dataset {dataset!r} (known: {', '.join(BENCHMARKS)}; "
-                    "or set its hub_id)",
+                    f"benchmark {label!r}: unknown dataset {dataset!r} (known: {', '.join(BENCHMARKS)}, "
+                    f"{SYNTHETIC}; or set its hub_id)",
+                )
+            if (dataset == SYNTHETIC) != (bench.synthetic is not None):
+                raise EntryError(
+                    label, f"benchmark {label!r}: dataset {SYNTHETIC!r} and its synthetic set come together"
                 )
         return benchmarks
 
@@ -119,6 +126,7 @@ class SuiteConfig(Config):
             hub_config=bench.hub_config,
             limit=bench.limit,
             offset=bench.offset,
+            synthetic=bench.synthetic,
         )
         return RolloutJobConfig(
             model=self.model,

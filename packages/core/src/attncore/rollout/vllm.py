@@ -42,6 +42,10 @@ class VLLMEngine:
     def __init__(self, model: ModelConfig, prompt: PromptConfig, options: VLLMOptions | None = None):
         if not vllm_available():
             raise UserError("engine 'vllm' needs the vllm extra: uv sync --extra vllm (GPU nodes)")
+        if model.keep_layers is not None:
+            raise UserError(
+                "model.keep_layers is applied by the HF loader; use engine=hf (or save the cut model)"
+            )
         from vllm import LLM
 
         self.options = options or VLLMOptions()
