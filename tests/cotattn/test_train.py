@@ -222,6 +222,31 @@ def test_end_to_end_student_router_and_resume(teacher_dir, tiny_model_dir, tmp_p
         run_training(cfg.model_copy(update={"arm": ArmConfig(method="molsaki", tau2=1.0)}), progress=False)
 
 
+def test_tau1_remixes_the_cached_teacher_layers(teacher_dir, tiny_model_dir, tmp_path):
+    from cotattn.teacher_mix import teacher_target
+
+    student = tiny_model_dir("qwen2")
+    tokenizer = load_tokenizer(str(student))
+    cached = train_config(teacher_dir, student, tmp_path / "a", ARMS["molsaki"])
+    remixed = train_config(teacher_dir, student, tmp_path / "b", {"method": "molsaki", "tau1": 2.0})
+    rows = read_rationales(cached.rationales)
+    teacher = open_teacher(cached, rows)
+    before = build_items(cached, tokenizer, rows, teacher).items
+    after = build_items(remixed, tokenizer, rows, teacher).items
+    compared = 0
+    for old, new in zip(before, after, strict=True):
+        if old.teacher is None:
+            assert new.teacher is None
+            continue
+        got = teacher.get(old.example.id, old.example.alignment_hash, layers=True)
+        assert torch.allclose(old.teacher, teacher_target(got.matrices, 0.1).target, atol=1e-6)
+        assert torch.equal(new.teacher, teacher_target(got.matrices, 2.0).target)
+        compared += not torch.allclose(old.teacher, new.teacher)
+    assert compared >= 1, "a warmer tau1 spreads the teacher's weight over its layers"
+    with pytest.raises(ValueError, match="tau1 do not apply to method 'dss'"):
+        ArmConfig(method="dss", tau1=0.5)
+
+
 def test_config_rules(teacher_dir, tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="needs teacher_layer"):
         ArmConfig(method="sl")

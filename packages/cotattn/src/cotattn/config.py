@@ -51,7 +51,9 @@ class ArmConfig(Config):
     - `vanilla`: L_pre only (question -> gold answer);
     - `dss`: α L_pre + (1-α) L_exp;
     - `mmi`: DSS + `mmi_weight` · L_MMI;
-    - `molsaki`: DSS + β L_att, the student's layers mixed by the router (τ2);
+    - `molsaki`: DSS + β L_att, the student's layers mixed by the router (τ2); `tau1`, when set,
+      re-mixes the cached per-layer teacher matrices with p^t = softmax(G / τ1) (exact: the teacher
+      reads a fixed text), so τ1 varies without rerunning the teacher; unset, A^t is the cached one;
     - `sl`: DSS + β L_att between one fixed teacher layer and one fixed student layer (0-based;
       negative counts from the last).
     """
@@ -61,6 +63,7 @@ class ArmConfig(Config):
     beta: float = Field(BETA, gt=0, allow_inf_nan=False)
     mmi_weight: float = Field(MMI_WEIGHT, gt=0, allow_inf_nan=False)
     tau2: float = Field(TAU2, gt=0, allow_inf_nan=False)
+    tau1: float | None = Field(None, gt=0, allow_inf_nan=False)
     teacher_layer: int | None = None
     student_layer: int | None = None
 
@@ -71,11 +74,11 @@ class ArmConfig(Config):
         if self.method == "sl" and (self.teacher_layer is None or self.student_layer is None):
             raise ValueError("method 'sl' needs teacher_layer and student_layer")
         unused = {
-            "vanilla": {"alpha", "beta", "mmi_weight", "tau2"},
-            "dss": {"beta", "mmi_weight", "tau2"},
-            "mmi": {"beta", "tau2"},
+            "vanilla": {"alpha", "beta", "mmi_weight", "tau2", "tau1"},
+            "dss": {"beta", "mmi_weight", "tau2", "tau1"},
+            "mmi": {"beta", "tau2", "tau1"},
             "molsaki": {"mmi_weight"},
-            "sl": {"mmi_weight", "tau2"},
+            "sl": {"mmi_weight", "tau2", "tau1"},
         }[self.method]
         if self.method != "sl":
             unused |= {"teacher_layer", "student_layer"}

@@ -34,6 +34,7 @@ from cotattn.config import TrainConfig
 from cotattn.layer_mix import mix_layers, single_layer_weights
 from cotattn.objective import has_attention_loss
 from cotattn.router import MoLRouter
+from cotattn.teacher_mix import teacher_target
 from cotattn.teacher_targets import SUMMARY_NAME as TEACHER_SUMMARY
 from cotattn.teacher_targets import TeacherTargets
 from cotattn.text import rules_hash, student_example
@@ -86,7 +87,7 @@ def build_items(
     cfg: TrainConfig, tokenizer, rows: list[dict[str, Any]], teacher: TeacherTargets | None
 ) -> TrainData:
     """Both task sequences of every row and, for the attention arms, its teacher target (A^t for
-    MoLSAKI, the chosen teacher layer's matrix for SL)."""
+    MoLSAKI, re-mixed with `arm.tau1` when set; the chosen teacher layer's matrix for SL)."""
     prefix = special_prefix(tokenizer)
     data = TrainData([])
     arm = cfg.arm
@@ -104,9 +105,12 @@ def build_items(
             continue
         target = None
         if teacher is not None and ex.layout is not None and has_attention_loss(torch.tensor(ex.unit_count)):
-            got = teacher.get(ex.id, ex.alignment_hash, layers=arm.method == "sl")
+            per_layer = arm.method == "sl" or arm.tau1 is not None
+            got = teacher.get(ex.id, ex.alignment_hash, layers=per_layer)
             if got is not None and arm.method == "sl":
                 target = mix_layers(single_layer_weights(teacher.layers, arm.teacher_layer), got.matrices)
+            elif got is not None and arm.tau1 is not None:
+                target = teacher_target(got.matrices, arm.tau1).target
             elif got is not None:
                 target = got.target
         data.items.append(TrainItem(ex, target))
