@@ -162,7 +162,7 @@ def shipped_config_class(path: Path) -> type[Config]:
     relative = path.relative_to(EXPERIMENTS)
     if relative.parts[0] == "cotattn":  # a pair folder holds one config per stage, named by the stage
         stages = {"rationales": RationalesConfig, "teacher": TeacherTargetsConfig, "train": TrainConfig}
-        return SuiteConfig if path.stem == "eval" else stages[path.stem.split("_")[0]]
+        return SuiteConfig if path.stem.split("_")[0] == "eval" else stages[path.stem.split("_")[0]]
     if relative.parts[0] == "attnpo" and path.stem in ("train", "validation"):  # an 8-GPU recipe folder
         from attnpo.train import TrainConfig as AttnPOTrainConfig
 

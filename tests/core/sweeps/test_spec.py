@@ -7,6 +7,7 @@ import json
 import math
 import random
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -146,6 +147,11 @@ SHIPPED = {
         "TestbedModelConfig",
         "experiments/testbed/default.yaml",
     ),
+    "experiments/cotattn/testbed/sweep.yaml": (
+        "cotattn.config",
+        "TrainConfig",
+        "experiments/cotattn/testbed/train_molsaki.yaml",
+    ),
 }
 
 
@@ -273,7 +279,7 @@ def test_trial_command_expands_macros(tmp_path, monkeypatch):
     assert default == ["/usr/bin/env", sys.executable, "train.py", "--lr=0.5"]
 
 
-def eval_reported_keys() -> dict[str, float]:
+def eval_reported_keys(label: str = "gsm8k", dataset: str = "gsm8k") -> dict[str, float]:
     """The summary an eval run reports, from a real report of a two-problem benchmark, one right."""
     import pyarrow as pa
 
@@ -292,7 +298,7 @@ def eval_reported_keys() -> dict[str, float]:
             "grade_reason": ["match", "mismatch"],
         }
     )
-    return _flat_metrics(RunReport("run", "model", {"gsm8k": benchmark_metrics("gsm8k", table)}))
+    return _flat_metrics(RunReport("run", "model", {label: benchmark_metrics(dataset, table)}))
 
 
 def _testbed_reported_keys() -> dict[str, float]:
@@ -309,6 +315,7 @@ def _testbed_reported_keys() -> dict[str, float]:
     [
         ("experiments/eval/sweep.yaml", eval_reported_keys, 0.5),
         ("experiments/testbed/sweep.yaml", _testbed_reported_keys, 0.5),
+        ("experiments/cotattn/testbed/sweep.yaml", partial(eval_reported_keys, "testbed", "synthetic"), 0.5),
     ],
 )
 def test_shipped_sweep_metric_is_a_key_its_job_reports(sweep_file, reported, expected):
