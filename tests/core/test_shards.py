@@ -85,6 +85,18 @@ def test_read_only_needs_a_table_and_agreeing_writers(tmp_path):
         ShardedTable.read_only(tmp_path)
 
 
+def test_a_config_field_added_with_a_null_default_keeps_old_outputs_resumable(tmp_path):
+    first = ShardedTable(tmp_path, {"model": {"name": "m"}})
+    first.append(rows("a"))
+    del first
+    later = ShardedTable(tmp_path, {"model": {"name": "m", "keep_layers": None}})
+    assert ids_of(later) == [["a"]], "the folder resumes under the wider config"
+    later.append(rows("b"))
+    del later
+    with pytest.raises(UserError, match=r"differs in: model\.keep_layers"):
+        ShardedTable(tmp_path, {"model": {"name": "m", "keep_layers": [0, 1]}})
+
+
 def test_overwrite_removes_parts_too(tmp_path):
     ShardedTable(tmp_path, {"k": 1}).append(rows("a"), parts={"m": {"t": torch.ones(1)}})
     (tmp_path / "notes.parquet").write_bytes(b"a user's file")

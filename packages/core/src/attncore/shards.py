@@ -260,8 +260,7 @@ class ShardedTable:
                     path.unlink()
             existing = {}
         for writer_name, manifest in existing.items():
-            if manifest["meta"] != self.meta:
-                diff = sorted(diff_keys(manifest["meta"], self.meta))
+            if diff := sorted(diff_keys(manifest["meta"], self.meta)):
                 raise UserError(
                     f"{self.root} holds output of a different configuration (differs in: {', '.join(diff)} "
                     f"[writer {writer_name}]); choose another output folder or pass --overwrite"
@@ -290,11 +289,10 @@ class ShardedTable:
         metas = {name: manifest["meta"] for name, manifest in manifests.items()}
         first_name, first = next(iter(metas.items()))
         for name, meta in metas.items():
-            if meta != first:
-                diff = ", ".join(sorted(diff_keys(first, meta)))
+            if diff := sorted(diff_keys(first, meta)):
                 raise UserError(
                     f"{table.root}: writers {first_name} and {name} record different configurations "
-                    f"(differs in: {diff}); the folder mixes two runs"
+                    f"(differs in: {', '.join(diff)}); the folder mixes two runs"
                 )
         table.meta = first
         table._manifest = {"meta": first, "shards": []}
@@ -498,7 +496,10 @@ def _manifest_path(root: Path, writer: str) -> Path:
 
 
 def diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
-    """Dotted paths at which two nested dicts differ (`model.revision`, `segmentation.min_chars`)."""
+    """Dotted paths at which two nested dicts differ (`model.revision`, `segmentation.min_chars`).
+
+    A key one side lacks counts as null there, so a config field added later with a null default
+    leaves the identity of outputs written before it unchanged (they still resume)."""
     if isinstance(a, dict) and isinstance(b, dict):
         out: set[str] = set()
         for key in set(a) | set(b):

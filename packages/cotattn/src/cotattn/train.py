@@ -152,8 +152,8 @@ def _check_resume(cfg: TrainConfig, out: Path) -> None:
     for config in (before, now):
         for key in ("out", "tracking", "overwrite"):
             config.pop(key, None)
-    if before != now:
-        diff = ", ".join(sorted(diff_keys(before, now)))
+    if diffs := diff_keys(before, now):  # a key added since, left null, is no difference
+        diff = ", ".join(sorted(diffs))
         raise UserError(
             f"{out} holds a run of another configuration (differs in: {diff}); use another out or overwrite=true"
         )
