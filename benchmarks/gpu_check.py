@@ -111,11 +111,11 @@ def spread_heads(layers: int, heads: int) -> list[tuple[int, int]]:
 def check_capture(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    if reason := cuda_missing(args.device):
+        return result("skip", reason)
     from attncore.attention import AttentionCapture, HeadRows
     from attncore.models import ModelConfig, load_model
 
-    if reason := cuda_missing(args.device):
-        return result("skip", reason)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     model = load_model(ModelConfig(name=args.model, device=args.device, dtype="float32")).model
@@ -229,13 +229,13 @@ def vllm_greedy(source: str, dtype: str, prompts: list[list[int]], max_tokens: i
 def check_rollouts(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    if reason := cuda_missing(args.device):
+        return result("skip", reason)
     from attncore.models import ModelConfig, load_model
     from attncore.rollout.hf import HFEngine, eos_token_ids
     from attncore.rollout.refill import decode_refilling
     from attncore.rollout.types import SamplingConfig
 
-    if reason := cuda_missing(args.device):
-        return result("skip", reason)
     dtype = args.dtype or ("bfloat16" if args.device.startswith("cuda") else "float32")
     loaded = load_model(ModelConfig(name=args.model, device=args.device, dtype=dtype))
     tok = loaded.tokenizer
@@ -309,15 +309,15 @@ def check_attnpo(args: argparse.Namespace) -> dict[str, Any]:
     """A short `attnpo train` run: vLLM colocated on a GPU, or (`--engine refill`, to test this part on
     CPU) the core's refill engine; three random heads, resolved against the model's shape."""
 
+    if args.engine == "vllm" and importlib.util.find_spec("vllm") is None:
+        return result("skip", "vllm not installed (uv sync --extra vllm)")
+    if reason := cuda_missing(args.device):
+        return result("skip", reason)
     from attncore.config import load_config
     from attncore.synthetic.config import SyntheticConfig
     from attncore.synthetic.dataset import generate_examples
     from attnpo.train import TrainConfig, run_train
 
-    if args.engine == "vllm" and importlib.util.find_spec("vllm") is None:
-        return result("skip", "vllm not installed (uv sync --extra vllm)")
-    if reason := cuda_missing(args.device):
-        return result("skip", reason)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     problems = work / "problems.jsonl"
