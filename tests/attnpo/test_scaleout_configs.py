@@ -186,3 +186,23 @@ def test_micro_batches_accumulate_into_one_step(tiny_model_dir, tmp_path):
     result = run_train(cfg, progress=False, on_step_batch=lambda t, b: seen.append(b))
     assert result.steps == 1
     assert [(b.global_step, len(b.inputs["completion_ids"])) for b in seen] == [(1, 2), (1, 2)]
+
+
+def test_vllm_server_script_flags_are_trl_vllm_serve_arguments():
+    """The flags vllm-server.sh passes parse as `trl vllm-serve` arguments (none left over) and become
+    the vLLM server command TRL's trainers expect."""
+    import shlex
+
+    from trl.scripts.vllm_serve import build_command, make_parser
+
+    script = (ACCELERATE / "vllm-server.sh").read_text().replace("\\\n", " ")
+    line = next(line for line in script.splitlines() if line.startswith("exec "))
+    words = shlex.split(line.split("trl vllm-serve", 1)[1])
+    assert words[-1] == "$@"
+    words = ["deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B" if w == "$model" else w for w in words[:-1]]
+    served, extra = make_parser().parse_args_and_config(args=words, return_remaining_strings=True)
+    assert extra == []
+    assert (served.data_parallel_size, served.tensor_parallel_size, served.port) == (8, 1, 8000)
+    assert served.max_model_len == 1024 + 16384
+    command = build_command(served)
+    assert command[command.index("--logprobs-mode") + 1] == "processed_logprobs"
