@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.commands.launch import _validate_launch_command, launch_command_parser
 from accelerate.utils import DistributedType
@@ -64,6 +65,9 @@ def test_fsdp_config():
     assert env["FSDP_RESHARD_AFTER_FORWARD"] == "true"  # full sharding
     assert env["FSDP_STATE_DICT_TYPE"] == "FULL_STATE_DICT"  # checkpoints the validation suite loads
     assert env["ACCELERATE_MIXED_PRECISION"] == "bf16"
+    # transformers would leave the weights on the meta device in every process but the first, which
+    # `attnpo train`'s own loader then cannot move to its GPU
+    assert env["FSDP_CPU_RAM_EFFICIENT_LOADING"] == "false"
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in ACCELERATE.glob("*.yaml")))
@@ -206,3 +210,14 @@ def test_vllm_server_script_flags_are_trl_vllm_serve_arguments():
     assert served.max_model_len == 1024 + 16384
     command = build_command(served)
     assert command[command.index("--logprobs-mode") + 1] == "processed_logprobs"
+
+
+def test_each_process_loads_onto_its_own_gpu(monkeypatch):
+    from attnpo.train import process_device
+
+    assert process_device("cuda") == "cuda"  # one process: as configured
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert process_device("cuda") == "cuda:3"
+    assert process_device("cuda:1") == "cuda:1"  # an explicit index is kept
+    assert process_device("cpu") == "cpu"
+    assert process_device("auto") == ("cuda:3" if torch.cuda.is_available() else "cpu")

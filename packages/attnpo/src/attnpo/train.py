@@ -234,6 +234,19 @@ def grpo_settings(cfg: TrainConfig, world_size: int, progress: bool) -> dict[str
     )
 
 
+def process_device(device: str) -> str:
+    """This process's device: under a distributed launcher (LOCAL_RANK set), `cuda` and `auto` on a GPU
+    machine mean the process's own GPU, where accelerate places it, not every process's cuda:0."""
+    import torch
+
+    rank = os.environ.get("LOCAL_RANK")
+    if rank is None or device not in ("cuda", "auto"):
+        return device
+    if device == "auto" and not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{rank}"
+
+
 def last_checkpoint(out: Path) -> Path | None:
     """The complete checkpoint with the highest step under `out/checkpoints`, if any. transformers writes
     `trainer_state.json` last, so a folder without it is a checkpoint a kill interrupted: skipped."""
@@ -261,7 +274,7 @@ def run_train(cfg: TrainConfig, progress: bool = True, on_step_batch: Callable |
     if cfg.overwrite and out.exists():
         shutil.rmtree(out)
     problems = training_problems(cfg.data)
-    loaded = load_model(cfg.model)
+    loaded = load_model(cfg.model.model_copy(update={"device": process_device(cfg.model.device)}))
     tok = loaded.tokenizer
     heads: list[tuple[int, int]] = []
     if cfg.method.rescaling.enabled:
