@@ -10,8 +10,9 @@ import torch
 import yaml
 
 from attncore.aggregate import membership, step_scores_per_head
+from attncore.cli_support import job_from_cli
 from attncore.config import load_config
-from attncore.errors import UserError
+from attncore.errors import ConfigError, UserError
 from attncore.models import ModelConfig, load_model
 from attncore.rollout.store import RolloutStore
 from attncore.shards import write_json_atomic
@@ -132,6 +133,17 @@ def test_cli_errors_are_one_line(tmp_path, attnpo_cli):
         "find-heads", f"probe.rollouts={tmp_path}/none", f"out={tmp_path}/o", "--no-wandb"
     )
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("out=", "must name a folder"), ("threads=0", "threads"), ("threads=100000", "threads")],
+)
+def test_find_heads_checks_its_output_folder_and_threads(tmp_path, override, message):
+    base = [f"probe.rollouts={tmp_path}", "labels.kind=oracle"]
+    assert job_from_cli(FindHeadsConfig, None, base).out == "runs/heads"
+    with pytest.raises(ConfigError, match=message):
+        job_from_cli(FindHeadsConfig, None, [*base, override])
 
 
 def test_probe_sampled_by_the_rollout_job(tiny_model_dir, tmp_path):

@@ -7,28 +7,30 @@ from typing import Annotated
 
 import typer
 
-from attncore.cli_support import add_version_option, config_from_cli, new_app, run_app
+from attncore.cli_support import (
+    CONFIG_OPTION,
+    NO_WANDB_OPTION,
+    OVERRIDES_ARGUMENT,
+    OVERWRITE_OPTION,
+    QUIET_OPTION,
+    add_version_option,
+    job_from_cli,
+    new_app,
+    run_app,
+)
 from attnpo import __version__
 
 app = new_app("AttnPO: key-focus heads and attention-guided advantage rescaling for RL against overthinking.")
 add_version_option(app, "attnpo", __version__)
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")]
-Overrides = Annotated[
-    list[str] | None, typer.Argument(help="Dotted overrides, e.g. selection.k=4 probe.max_responses=50")
-]
-NoWandb = Annotated[bool, typer.Option("--no-wandb", help="Turn wandb logging off.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Discard what the output folder holds.")]
-
 
 @app.command("find-heads")
 def find_heads(
-    config: ConfigOpt = None,
-    overrides: Overrides = None,
-    no_wandb: NoWandb = False,
-    quiet: Quiet = False,
-    overwrite: Overwrite = False,
+    config: Path | None = CONFIG_OPTION,
+    overrides: list[str] | None = OVERRIDES_ARGUMENT,
+    no_wandb: bool = NO_WANDB_OPTION,
+    quiet: bool = QUIET_OPTION,
+    overwrite: bool = OVERWRITE_OPTION,
 ):
     """Discover key-focus heads: probe rollouts, step labels, SRA of every head, selection, report.
 
@@ -37,11 +39,7 @@ def find_heads(
     """
     from attnpo.find_heads import FindHeadsConfig, run_find_heads
 
-    cfg = config_from_cli(FindHeadsConfig, config, overrides)
-    if no_wandb:
-        cfg.tracking.mode = "disabled"
-    if overwrite:
-        cfg.overwrite = True
+    cfg = job_from_cli(FindHeadsConfig, config, overrides, no_wandb=no_wandb, overwrite=overwrite)
     result = run_find_heads(cfg, progress=not quiet)
     sra = "-" if result.ensemble_sra is None else f"{result.ensemble_sra:.3f}"
     typer.echo(
@@ -68,11 +66,11 @@ def head_stability(
 
 @app.command("train")
 def train(
-    config: ConfigOpt = None,
-    overrides: Overrides = None,
-    no_wandb: NoWandb = False,
-    quiet: Quiet = False,
-    overwrite: Overwrite = False,
+    config: Path | None = CONFIG_OPTION,
+    overrides: list[str] | None = OVERRIDES_ARGUMENT,
+    no_wandb: bool = NO_WANDB_OPTION,
+    quiet: bool = QUIET_OPTION,
+    overwrite: bool = OVERWRITE_OPTION,
 ):
     """RL with AttnPO (or a length-penalty baseline) on TRL: rollouts, rewards, RLOO, step rescaling.
 
@@ -81,11 +79,7 @@ def train(
     """
     from attnpo.train import TrainConfig, run_train
 
-    cfg = config_from_cli(TrainConfig, config, overrides)
-    if no_wandb:
-        cfg.tracking.mode = "disabled"
-    if overwrite:
-        cfg.overwrite = True
+    cfg = job_from_cli(TrainConfig, config, overrides, no_wandb=no_wandb, overwrite=overwrite)
     result = run_train(cfg, progress=not quiet)
     shown = {
         k: result.metrics[k]

@@ -19,7 +19,7 @@ import torch
 from pydantic import Field
 from tqdm.auto import tqdm
 
-from attncore.config import Config, save_resolved
+from attncore.config import Config, OutputPath, Threads, save_resolved
 from attncore.data import write_jsonl
 from attncore.errors import UserError
 from attncore.grading import extract_boxed
@@ -101,9 +101,9 @@ class FindHeadsConfig(Config):
     sra: SRAConfig = SRAConfig()
     selection: SelectionConfig = SelectionConfig()
     causal: CausalConfig = CausalConfig()
-    out: str = "runs/heads"
+    out: OutputPath = "runs/heads"
     overwrite: bool = False
-    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    threads: Threads = None
     tracking: TrackingConfig = TrackingConfig()
 
 

@@ -7,7 +7,15 @@ from typing import Annotated
 
 import typer
 
-from attncore.cli_support import config_from_cli, library_progress, new_app, run_app
+from attncore.cli_support import (
+    NO_WANDB_OPTION,
+    QUIET_OPTION,
+    config_from_cli,
+    job_from_cli,
+    library_progress,
+    new_app,
+    run_app,
+)
 from attncore.eval.cli import app as eval_app
 from attncore.store.cli import app as store_app
 from attncore.synthetic.cli import app as synth_app
@@ -21,13 +29,14 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML con
 Overrides = Annotated[
     list[str] | None, typer.Argument(help="Dotted overrides, e.g. sampling.temperature=0.6 data.limit=8")
 ]
-NoWandb = Annotated[bool, typer.Option("--no-wandb", help="Turn wandb logging off.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
 @app.command()
 def rollout(
-    config: ConfigOpt = None, overrides: Overrides = None, no_wandb: NoWandb = False, quiet: Quiet = False
+    config: ConfigOpt = None,
+    overrides: Overrides = None,
+    no_wandb: bool = NO_WANDB_OPTION,
+    quiet: bool = QUIET_OPTION,
 ):
     """Sample graded completions into a resumable Parquet folder and print a summary table.
 
@@ -37,9 +46,7 @@ def rollout(
     """
     from attncore.rollout.job import RolloutJobConfig, run_rollouts
 
-    cfg = config_from_cli(RolloutJobConfig, config, overrides)
-    if no_wandb:
-        cfg.tracking.mode = "disabled"
+    cfg = job_from_cli(RolloutJobConfig, config, overrides, no_wandb=no_wandb)
     with library_progress(not quiet):
         summary = run_rollouts(cfg, progress=not quiet)
     typer.echo(summary.table())
@@ -52,7 +59,7 @@ def grade(
     mode: Annotated[str, typer.Option(help="auto | math | attnpo | gsm8k | choice | code")] = "auto",
     workers: Annotated[int, typer.Option(help="Grading worker processes.")] = 2,
     timeout: Annotated[float, typer.Option(help="Seconds allowed per answer.")] = 5.0,
-    quiet: Quiet = False,
+    quiet: bool = QUIET_OPTION,
 ):
     """Add correctness and token counts to every rollout of a folder (resumable), then summarise."""
     from attncore.rollout.grade import GradingConfig, grade_store
@@ -77,7 +84,7 @@ def sweep(
     out: Annotated[Path | None, typer.Option(help="Sweep folder (default runs/sweeps/<name>).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random and bayes searches.")] = 0,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Run failed trials again.")] = False,
-    quiet: Quiet = False,
+    quiet: bool = QUIET_OPTION,
 ):
     """Run a wandb sweep file here, without a wandb server: each trial is the file's command with the
     sampled parameters (wandb's macros; `${args_no_hyphens}` gives our `key=value` overrides), its

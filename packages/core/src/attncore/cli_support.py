@@ -19,6 +19,10 @@ C = TypeVar("C", bound=Config)
 
 CONFIG_OPTION = typer.Option(None, "--config", "-c", help="YAML config file.", exists=False)
 OVERRIDES_ARGUMENT = typer.Argument(None, help="Dotted overrides, e.g. sampling.temperature=0.6")
+# The flags every job command shares (`job_from_cli` applies the first and the last to the config).
+NO_WANDB_OPTION = typer.Option(False, "--no-wandb", help="Turn wandb logging off.")
+QUIET_OPTION = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+OVERWRITE_OPTION = typer.Option(False, "--overwrite", help="Discard what the output folder holds.")
 
 
 def new_app(help_text: str) -> typer.Typer:
@@ -57,6 +61,24 @@ def config_from_cli(cls: type[C], config: Path | None, overrides: list[str] | No
     if folder is not None and "out" in cls.model_fields and not any(o.startswith("out=") for o in overrides):
         overrides.append(f"out={folder}")
     return load_config(cls, config, overrides)
+
+
+def job_from_cli(
+    cls: type[C],
+    config: Path | None,
+    overrides: list[str] | None,
+    *,
+    no_wandb: bool = False,
+    overwrite: bool = False,
+) -> C:
+    """`config_from_cli`, then the shared flags: `--no-wandb` turns the job's `tracking` off and
+    `--overwrite` sets its `overwrite` (each only on a config that has the field)."""
+    cfg = config_from_cli(cls, config, overrides)
+    if no_wandb:
+        cfg.tracking.mode = "disabled"
+    if overwrite:
+        cfg.overwrite = True
+    return cfg
 
 
 @contextlib.contextmanager

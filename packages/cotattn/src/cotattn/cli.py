@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
 from attncore.cli_support import (
     CONFIG_OPTION,
+    NO_WANDB_OPTION,
     OVERRIDES_ARGUMENT,
+    QUIET_OPTION,
     add_version_option,
-    config_from_cli,
+    job_from_cli,
     library_progress,
     new_app,
     run_app,
@@ -21,15 +22,13 @@ from cotattn import __version__
 app = new_app("MoLSAKI: Mixture-of-Layers distillation of a teacher's stepwise attention on key information.")
 add_version_option(app, "cotattn", __version__)
 
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-
 
 @app.command()
 def rationales(
     config: Path | None = CONFIG_OPTION,
     overrides: list[str] | None = OVERRIDES_ARGUMENT,
-    no_wandb: Annotated[bool, typer.Option("--no-wandb", help="Turn wandb logging off.")] = False,
-    quiet: Quiet = False,
+    no_wandb: bool = NO_WANDB_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Teacher rationales in two phases: few-shot CoT on every problem, then the failures again with
     the gold answer in the prompt; kept only when the graded answer equals the gold (SVAMP's fixed
@@ -37,9 +36,7 @@ def rationales(
     from cotattn.config import RationalesConfig
     from cotattn.rationales import RATIONALES_NAME, run_rationales
 
-    cfg = config_from_cli(RationalesConfig, config, overrides)
-    if no_wandb:
-        cfg.tracking.mode = "disabled"
+    cfg = job_from_cli(RationalesConfig, config, overrides, no_wandb=no_wandb)
     with library_progress(not quiet):
         summary = run_rationales(cfg, progress=not quiet)
     typer.echo(
@@ -53,7 +50,7 @@ def rationales(
 def teacher_targets(
     config: Path | None = CONFIG_OPTION,
     overrides: list[str] | None = OVERRIDES_ARGUMENT,
-    quiet: Quiet = False,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Teacher side, offline: per-layer stepwise matrices of the teacher reading each rationale
     (an attention store), then the column difference G, p^t = softmax(G / tau1) and the mixed target
@@ -61,7 +58,7 @@ def teacher_targets(
     from cotattn.config import TeacherTargetsConfig
     from cotattn.teacher_targets import run_teacher_targets
 
-    cfg = config_from_cli(TeacherTargetsConfig, config, overrides)
+    cfg = job_from_cli(TeacherTargetsConfig, config, overrides)
     with library_progress(not quiet):
         summary = run_teacher_targets(cfg, progress=not quiet)
     skipped = ", ".join(f"{k} {v}" for k, v in sorted(summary.skipped.items())) or "0"
@@ -75,8 +72,8 @@ def teacher_targets(
 def train(
     config: Path | None = CONFIG_OPTION,
     overrides: list[str] | None = OVERRIDES_ARGUMENT,
-    no_wandb: Annotated[bool, typer.Option("--no-wandb", help="Turn wandb logging off.")] = False,
-    quiet: Quiet = False,
+    no_wandb: bool = NO_WANDB_OPTION,
+    quiet: bool = QUIET_OPTION,
 ) -> None:
     """Distil a student from teacher rationales: MoLSAKI (arm.method=molsaki, the default), DSS, MMI,
     vanilla FT or single-layer pairs (sl). Resumes from the last checkpoint in `out`; the deployed
@@ -84,9 +81,7 @@ def train(
     from cotattn.config import TrainConfig
     from cotattn.train import STUDENT_DIR, run_training
 
-    cfg = config_from_cli(TrainConfig, config, overrides)
-    if no_wandb:
-        cfg.tracking.mode = "disabled"
+    cfg = job_from_cli(TrainConfig, config, overrides, no_wandb=no_wandb)
     with library_progress(not quiet):
         summary = run_training(cfg, progress=not quiet)
     typer.echo(

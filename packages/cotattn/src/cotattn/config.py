@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from attncore.config import Config, OutputPath
+from attncore.config import Config, OutputPath, Threads
 from attncore.critical import CriticalConfig
 from attncore.data import DataConfig
 from attncore.models import ModelConfig
@@ -39,7 +39,7 @@ class TeacherTargetsConfig(Config):
     capture_mb: int = Field(1024, ge=1, description="working memory for attention probabilities")
     out: OutputPath = "runs/cotattn/teacher"
     overwrite: bool = False
-    threads: int | None = Field(None, ge=1, description="torch CPU threads")
+    threads: Threads = None
 
 
 Method = Literal["molsaki", "dss", "mmi", "vanilla", "sl"]
@@ -131,7 +131,7 @@ class TrainConfig(Config):
     optim: OptimConfig = OptimConfig()
     out: OutputPath = "runs/cotattn/student"
     overwrite: bool = False
-    threads: int | None = Field(None, ge=1, description="torch CPU threads")
+    threads: Threads = None
     tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
@@ -166,7 +166,7 @@ class RationalesConfig(Config):
     grading: GradingConfig = GradingConfig()
     out: OutputPath = "runs/cotattn/rationales"
     overwrite: bool = False
-    threads: int | None = Field(None, ge=1, description="torch CPU threads")
+    threads: Threads = None
     tracking: TrackingConfig = TrackingConfig()
 
     @field_validator("guided_hint")

@@ -13,7 +13,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from attncore.cli_support import config_from_cli, library_progress
+from attncore.cli_support import NO_WANDB_OPTION, QUIET_OPTION, job_from_cli, library_progress
 
 
 class _RunByDefault(TyperGroup):
@@ -44,8 +44,8 @@ Overrides = Annotated[
 def run(
     config: ConfigOpt = None,
     overrides: Overrides = None,
-    no_wandb: Annotated[bool, typer.Option("--no-wandb", help="Turn wandb logging off.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    no_wandb: bool = NO_WANDB_OPTION,
+    quiet: bool = QUIET_OPTION,
 ):
     """Run a suite: rollouts, grades and metrics per benchmark, then the run's report and plots.
 
@@ -55,9 +55,7 @@ def run(
     from attncore.eval.config import SuiteConfig
     from attncore.eval.suite import run_suite
 
-    cfg = config_from_cli(SuiteConfig, config, overrides)
-    if no_wandb:
-        cfg.tracking.mode = "disabled"
+    cfg = job_from_cli(SuiteConfig, config, overrides, no_wandb=no_wandb)
     with library_progress(not quiet):
         report = run_suite(cfg, progress=not quiet)
     typer.echo(report.markdown())
