@@ -138,8 +138,8 @@ def open_teacher(cfg: TrainConfig, rows: list[dict[str, Any]]) -> TeacherTargets
 
 
 def _check_resume(cfg: TrainConfig, out: Path) -> None:
-    """A folder with an earlier run continues only with the same configuration (where it lies and
-    tracking aside)."""
+    """A folder with an earlier run continues only with the same configuration (where it lies,
+    tracking and CPU threads aside)."""
     saved = out / RESOLVED_NAME
     if cfg.overwrite:
         for name in (CHECKPOINTS_DIR, STUDENT_DIR):
@@ -150,7 +150,7 @@ def _check_resume(cfg: TrainConfig, out: Path) -> None:
     before = yaml.safe_load(saved.read_text()) or {}
     now = cfg.model_dump(mode="json")
     for config in (before, now):
-        for key in ("out", "tracking", "overwrite"):
+        for key in ("out", "tracking", "overwrite", "threads"):
             config.pop(key, None)
     if diffs := diff_keys(before, now):  # a key added since, left null, is no difference
         diff = ", ".join(sorted(diffs))
