@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from attncore.aggregate import stepwise_attention
+from attncore import attention_grad
 from attncore.attention_grad import StepwiseGradCapture
 from attncore.errors import UserError
 from attncore.models import load_model
@@ -149,6 +150,52 @@ def test_gradient_of_the_matrices_alone_equals_eager(tiny_model_dir):
     q_grad = model.model.layers[2].self_attn.q_proj.weight.grad
     assert q_grad.abs().max() > 1e-3
     assert max_grad_difference(model, eager) <= TOL
+
+
+def sliding_window_qwen2() -> torch.nn.Module:
+    """A tiny Qwen2 (GQA) whose layers all attend through a 5-token sliding window."""
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    sizes = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2)
+    heads = dict(num_attention_heads=4, num_key_value_heads=2)
+    window = dict(use_sliding_window=True, sliding_window=5, max_window_layers=0)
+    config = Qwen2Config(**sizes, **heads, **window, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("window", [False, True], ids=["full", "sliding"])
+def test_row_chunks_weighted_units_and_windows_equal_eager(tiny_model_dir, monkeypatch, side, window):
+    """Several row chunks (3 rows each, so each chunk scores only the unit keys its rows can see),
+    weighted and overlapping memberships whose unit keys differ between batch rows, and a sliding
+    window that hides early unit keys: values and gradients still equal eager's."""
+    monkeypatch.setattr(attention_grad, "ROW_CHUNK", 3)
+    model = sliding_window_qwen2() if window else load_model(str(tiny_model_dir("qwen2"))).model
+    ids, mask, steps, units = padded_batch(LENGTHS, side, model.config.vocab_size, seed=5)
+    gen = torch.Generator().manual_seed(6)
+    units = units * torch.rand(units.shape, generator=gen).add(0.5)  # weights in [0.5, 1.5)
+    units[:, 1] += units[:, 0] * 0.3  # unit 1 also holds unit 0's tokens
+    steps = steps * torch.rand(steps.shape, generator=gen).add(0.5)
+    model.zero_grad()
+    eager, ref_logits, ref_matrices, ref_values = eager_reference(model, ids, mask, steps, units)
+    loss_of(ref_logits, ref_matrices, ref_values, mask).backward()
+    logits, got = captured(model, ids, mask, steps, units)
+    loss_of(logits, got.matrices, got.values, mask).backward()
+    assert ref_matrices.abs().max() > 0.5
+    assert difference(got.matrices, ref_matrices) <= TOL
+    assert difference(real(logits, mask), real(ref_logits, mask)) <= TOL
+    assert max_grad_difference(model, eager) <= TOL
+
+
+def test_no_unit_keys_gives_zero_matrices(tiny_model_dir):
+    """Units with no token anywhere in the batch: zero matrices, and the layer outputs of plain SDPA."""
+    model = load_model(str(tiny_model_dir("llama"))).model
+    ids, mask, steps, units = padded_batch(LENGTHS, "left", model.config.vocab_size)
+    plain = model(ids, attention_mask=mask, use_cache=False).logits
+    logits, got = captured(model, ids, mask, steps, torch.zeros_like(units))
+    assert got.matrices.shape == (3, 4, 4, 5) and not got.matrices.any()
+    assert (real(logits, mask) - real(plain, mask)).abs().max() <= TOL
 
 
 def test_layer_subset_leaves_other_layers_plain(tiny_model_dir):

@@ -5,23 +5,32 @@ The student's attention loss needs, per layer l, the head-averaged step × criti
 outputs `V_l` that the MoL router reads (§6). Eager attention with `output_attentions=True` gives both,
 but keeps a (B, H, T, T) probability map per layer for the backward pass.
 
-How it avoids (H, T, T) maps. `A_l = S · mean_h(P_h · Cᵀ)`, and `P_h · Cᵀ` is exactly what attention
-returns when the value of key j is column j of C (its unit memberships). So the unit columns are
-appended to the layer's own values and one SDPA call returns both the layer output and `P_h · Cᵀ`
-(B, T, H, G). SDPA's fused kernels (flash on CPU; flash / memory-efficient on CUDA) walk the keys in
-blocks with an online softmax and, in backward, recompute each block's probabilities from the saved
-log-sum-exp, so neither pass holds a (T, T) map per head; the gradient of `P_h · Cᵀ` with respect to
-q and k is SDPA's own backward, exact up to fp32 rounding. The fused kernels need the query and
-value widths to match, so q and k get zero columns (q·k is unchanged; the scale is passed explicitly)
-and the unit columns are padded to a multiple of 8. Cost: a captured layer attends with head width
-`D + G'` instead of `D` (G' = unit count rounded up to 8); memory adds (B, T, H, D + G') saved inputs
-and outputs in place of (B, T, H, D). Nothing else of the forward changes: the mask (padding, sliding
-windows), GQA and causal handling are transformers' own SDPA path, called with the widened tensors.
-Checked on CPU (flash kernel, any width); on CUDA, a width beyond the fused kernels' limits (e.g. flash's
-256) would fall back to the math kernel, which does hold (H, T, T) maps — untested here.
+The scheme. `Cᵀ` (keys × units) is zero outside the K "unit keys" (positions where some unit has
+weight, typically a tenth of the tokens), so `P_h · Cᵀ` needs each head's probabilities on those K
+columns only. For a unit key j,
+
+    P_h[i, j] = m_h[i] · softmax_K(s_h[i, K])[j],    m_h[i] = Σ_{j' ∈ K} P_h[i, j'],
+
+an identity (both sides are exp(s_ij) over a sum of exponentials), so the split is exact:
+- the mass m_h that row i gives the unit keys comes from the layer's own SDPA call, given one extra
+  value column x_j = [j ∈ K]: its output column is Σ_j P_ij x_j = m_i. The gradient of m through the
+  softmax normaliser (which involves every key) is then SDPA's own fused backward; nothing else has to
+  see all T keys. The fused CPU kernel needs the query and value widths to match, so q and k get one
+  zero column (q·k is unchanged; the scale is passed explicitly): the layer attends at width D + 1.
+- the softmax over the K unit keys alone is `_UnitKeySoftmax`, a custom autograd function that
+  computes (B, H, rows, K) scores in row chunks in forward and recomputes them in backward, saving only
+  the query (the very tensor SDPA saves), the gathered unit keys and m. Under a causal mask a chunk of
+  rows is scored only against the unit keys some of its rows can see.
+Memory per captured layer: a (B, H, T + 1) slice more in SDPA's saved tensors plus (B, Tq, K) and
+(B, H_kv, K, D) tensors; no (H, T, T) map and no (H, T, K) map outlives a chunk. Time: SDPA at
+width D + 1 plus O(B · H · T · K · D) for the unit-key scores. The mask (padding, sliding windows),
+GQA and causal handling of the layer output are transformers' own SDPA path; the unit-key scores use the
+same mask restricted to the K columns (SDPA's causal rule when the model passes none). On CUDA a
+width of D + 1 may leave the fused kernels for the math kernel, which holds (H, T, T) maps —
+untested here (no GPU).
 
 With attention dropout active (GPT-2 in training), `A_l` is defined by the softmax before dropout, so
-the unit columns go through a second, dropout-free SDPA call; the layer output keeps its dropout.
+the mass column goes through a second, dropout-free SDPA call; the layer output keeps its dropout.
 
 Values: the attention function receives the value projection split into heads, (B, H_kv, T, D), which
 is the `v_proj` output for Llama-family models and the last third of `c_attn` for GPT-2; `V_l` is that
@@ -52,8 +61,8 @@ from torch import Tensor
 from attncore.attention import SwitchedAttention
 from attncore.errors import UserError
 
-UNIT_WIDTH_MULTIPLE = 8
-"""Unit columns are zero-padded to a multiple of this, which CUDA's fused kernels need for alignment."""
+ROW_CHUNK = 128
+"""Query rows per chunk of unit-key scores: small enough that a causal chunk skips most unseen keys."""
 
 
 @dataclass(frozen=True)
@@ -74,14 +83,101 @@ def _sdpa(module: torch.nn.Module, query: Tensor, key: Tensor, value: Tensor, ma
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     width = max(query.shape[-1], value.shape[-1])
-    scaling = kw.get("scaling")
-    kw = {**kw, "scaling": query.shape[-1] ** -0.5 if scaling is None else scaling}
 
     def widen(t: Tensor) -> Tensor:
-        return F.pad(t, (0, width - t.shape[-1]))
+        return t if t.shape[-1] == width else F.pad(t, (0, width - t.shape[-1]))
 
     out, _ = sdpa_attention_forward(module, widen(query), widen(key), widen(value), mask, **kw)
     return out[..., : value.shape[-1]]
+
+
+def _unit_key_bias(
+    mask: Tensor | None, keys: Tensor, batch: int, tq: int, causal: bool, dtype: torch.dtype
+) -> Tensor:
+    """Additive (B, 1, Tq, K) mask of the query rows over the unit keys `keys` (K,): the model's mask
+    restricted to those columns, or SDPA's rule when it passes none (causal, upper-left aligned, for
+    more than one query). Hidden entries get the dtype's lowest finite value rather than -inf, so a row
+    that sees no unit key has a finite softmax (its mass m is 0, which zeroes it)."""
+    lowest = torch.finfo(dtype).min
+    if mask is None:
+        rows = torch.arange(tq, device=keys.device)[:, None]
+        visible = keys[None, :] <= rows if causal and tq > 1 else torch.ones_like(keys, dtype=torch.bool)
+        visible = visible.expand(tq, -1)[None, None]
+    else:
+        if mask.dim() != 4 or mask.shape[1] != 1:
+            raise UserError(f"the capture expects a (B, 1, Tq, Tk) mask, got shape {tuple(mask.shape)}")
+        picked = mask[..., keys]
+        if picked.dtype != torch.bool:
+            return picked.to(dtype).clamp_min(lowest).expand(batch, -1, -1, -1)
+        visible = picked
+    zero = torch.zeros((), dtype=dtype, device=keys.device)
+    return torch.where(visible, zero, lowest).expand(batch, 1, tq, -1)
+
+
+def _row_chunks(bias: Tensor) -> list[tuple[int, int, int]]:
+    """(first row, end row, key count) per chunk: the keys up to the last one any row of it can see."""
+    seen = (bias > torch.finfo(bias.dtype).min).any(0).any(0)  # (Tq, K)
+    chunks = []
+    for start in range(0, seen.shape[0], ROW_CHUNK):
+        end = min(start + ROW_CHUNK, seen.shape[0])
+        columns = seen[start:end].any(0).nonzero()
+        chunks.append((start, end, int(columns[-1]) + 1 if len(columns) else 0))
+    return chunks
+
+
+class _UnitKeySoftmax(torch.autograd.Function):
+    """`mean_h(m_h[i] · softmax_K(s_h[i, K]))`: (B, Tq, K) head-averaged probabilities on the unit keys.
+
+    Inputs: query (B, H, Tq, ≥D) (only its first D columns are read, so SDPA's padded copy can be passed
+    and saved once), unit keys (B, H_kv, K, D), mass m (B, H, Tq), bias (B, 1, Tq, K) additive mask,
+    scale. Scores exist only per row chunk, in forward and again in backward (module doc)."""
+
+    @staticmethod
+    def forward(ctx, query: Tensor, keys: Tensor, mass: Tensor, bias: Tensor, scale: float) -> Tensor:
+        chunks = _row_chunks(bias)
+        out = mass.new_zeros(query.shape[0], query.shape[2], keys.shape[2])
+        for start, end, width in chunks:
+            if width:
+                rows = _grouped_rows(query, keys, start, end)
+                probs = _chunk_probs(rows, keys, bias[:, :, start:end, :width], scale)
+                out[:, start:end, :width] = (probs * mass[:, :, start:end, None]).mean(1)
+        ctx.save_for_backward(query, keys, mass, bias)
+        ctx.scale, ctx.chunks = scale, chunks
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        query, keys, mass, bias = ctx.saved_tensors
+        heads, kv_heads, head_dim = query.shape[1], keys.shape[1], keys.shape[-1]
+        d_query, d_keys, d_mass = torch.zeros_like(query), torch.zeros_like(keys), torch.zeros_like(mass)
+        for start, end, width in ctx.chunks:
+            if not width:
+                continue
+            rows = _grouped_rows(query, keys, start, end)
+            probs = _chunk_probs(rows, keys, bias[:, :, start:end, :width], ctx.scale)  # (B, H, c, w)
+            g = grad[:, None, start:end, :width] / heads
+            d_mass[:, :, start:end] = (probs * g).sum(-1)
+            d_probs = g * mass[:, :, start:end, None]
+            d_scores = probs * (d_probs - (probs * d_probs).sum(-1, keepdim=True)) * ctx.scale
+            d_grouped = d_scores.unflatten(1, (kv_heads, -1)).flatten(2, 3)  # (B, H_kv, g·c, w)
+            d_rows = (d_grouped @ keys[:, :, :width]).unflatten(2, (-1, end - start)).flatten(1, 2)
+            d_query[:, :, start:end, :head_dim] = d_rows
+            d_keys[:, :, :width] += (rows.transpose(-1, -2) @ d_grouped).transpose(-1, -2)
+        return d_query, d_keys, d_mass, None, None
+
+
+def _grouped_rows(query: Tensor, keys: Tensor, start: int, end: int) -> Tensor:
+    """Query rows start:end as (B, H_kv, g·c, D): each KV head's query heads stacked (transformers'
+    `repeat_kv` order), so one matmul per KV head scores them all."""
+    kv_heads, head_dim = keys.shape[1], keys.shape[-1]
+    return query[:, :, start:end, :head_dim].unflatten(1, (kv_heads, -1)).flatten(2, 3)
+
+
+def _chunk_probs(rows: Tensor, keys: Tensor, bias: Tensor, scale: float) -> Tensor:
+    """Softmax of grouped query rows (B, H_kv, g·c, D) over the first w unit keys: (B, H, c, w), with
+    `bias` (B, 1, c, w)."""
+    scores = (rows @ keys[:, :, : bias.shape[-1]].transpose(-1, -2)).unflatten(2, (-1, bias.shape[2]))
+    return (scores.flatten(1, 2) * scale + bias).softmax(-1)
 
 
 class _StepwisePlan:
@@ -102,10 +198,12 @@ class _StepwisePlan:
             )
         self.layers = sorted(set(layers))
         self.steps = steps.to(device, torch.float32)
-        units = units.to(device, torch.float32).transpose(1, 2)  # (B, Tk, C): key j's value = its units
-        padded = -units.shape[-1] % UNIT_WIDTH_MULTIPLE
-        self.unit_columns = F.pad(units, (0, padded))
-        self.num_units = units.shape[-1]
+        units = units.to(device, torch.float32)
+        self.key_count = units.shape[2]
+        self.keys = units.ne(0).any(1).any(0).nonzero()[:, 0]  # (K,) unit keys of any batch row, ascending
+        self.unit_columns = units[:, :, self.keys].transpose(1, 2)  # (B, K, C)
+        self.indicator = torch.zeros(self.key_count, device=device)
+        self.indicator[self.keys] = 1.0  # x_j = [j ∈ K]
         self.matrices: dict[int, Tensor] = {}
         self.values: dict[int, Tensor] = {}
 
@@ -122,22 +220,31 @@ class _StepwisePlan:
         tq = query.shape[2]
         if kw.get("softcap") is not None:
             raise UserError("attention logit softcapping is not supported by the differentiable capture")
-        if batch != len(self.steps) or tq != self.steps.shape[2] or tk != self.unit_columns.shape[1]:
+        if batch != len(self.steps) or tq != self.steps.shape[2] or tk != self.key_count:
             raise UserError(
                 f"the memberships cover {len(self.steps)} batch rows, {self.steps.shape[2]} query and "
-                f"{self.unit_columns.shape[1]} key positions; the forward has {batch}, {tq} and {tk}"
+                f"{self.key_count} key positions; the forward has {batch}, {tq} and {tk}"
             )
-        columns = self.unit_columns.to(value.dtype)[:, None].expand(-1, kv_heads, -1, -1)
+        scaling = kw.get("scaling")
+        kw = {**kw, "scaling": query.shape[-1] ** -0.5 if scaling is None else scaling}
+        x = self.indicator.to(value.dtype)[None, None, :, None].expand(batch, kv_heads, -1, -1)
         if kw.get("dropout", 0.0) > 0:
             output = _sdpa(module, query, key, value, mask, kw)
-            received = _sdpa(module, query, key, columns, mask, {**kw, "dropout": 0.0})
-        else:
-            both = _sdpa(module, query, key, torch.cat([value, columns], -1), mask, kw)
-            output, received = both[..., :head_dim], both[..., head_dim:]
-        mean = received[..., : self.num_units].float().mean(2)  # (B, Tq, C): Ī · Cᵀ
+            mass = _sdpa(module, query, key, x, mask, {**kw, "dropout": 0.0})[..., 0]
+        else:  # q and k widened here, so that SDPA and `_UnitKeySoftmax` save the same query tensor
+            query, wide_key = F.pad(query, (0, 1)), F.pad(key, (0, 1))
+            both = _sdpa(module, query, wide_key, torch.cat([value, x], -1), mask, kw)
+            output, mass = both[..., :head_dim], both[..., head_dim]
         layer = module.layer_idx
-        self.matrices[layer] = self.steps @ mean
         self.values[layer] = value.transpose(1, 2).reshape(batch, tk, kv_heads * head_dim)
+        if len(self.keys) == 0:
+            self.matrices[layer] = self.steps.new_zeros(batch, self.steps.shape[1], self.unit_columns.shape[2])
+            return output, None
+        causal = kw.get("is_causal")
+        causal = getattr(module, "is_causal", True) if causal is None else causal
+        bias = _unit_key_bias(mask, self.keys, batch, tq, causal, query.dtype)
+        probs = _UnitKeySoftmax.apply(query, key[:, :, self.keys], mass.transpose(1, 2), bias, kw["scaling"])
+        self.matrices[layer] = self.steps @ (probs.float() @ self.unit_columns)  # S · Ī · Cᵀ
         return output, None
 
 
