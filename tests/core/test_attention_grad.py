@@ -7,8 +7,8 @@ import copy
 import pytest
 import torch
 
-from attncore.aggregate import stepwise_attention
 from attncore import attention_grad
+from attncore.aggregate import stepwise_attention
 from attncore.attention_grad import StepwiseGradCapture
 from attncore.errors import UserError
 from attncore.models import load_model
