@@ -32,19 +32,13 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 
+from _memory import step_memory
+
 HEADS = [(16, 2), (20, 8), (23, 2)]
 QUERY_ROWS = 64
 WARMUP_TOKENS = 64
 THREADS = 2
 MODES = ("sdpa", "capture", "eager")
-
-
-def _proc_kib(path: str, field: str) -> int:
-    with open(path) as lines:
-        for line in lines:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} missing from {path}")
 
 
 def build_forward(mode: str, stack: ExitStack) -> tuple[Callable, int]:
@@ -83,12 +77,7 @@ def child_memory(mode: str, length: int) -> dict:
         forward, vocab_size = build_forward(mode, stack)
         ids = token_ids(length, vocab_size)
         forward(ids[:, :WARMUP_TOKENS])
-        loaded = _proc_kib("/proc/self/status", "VmRSS")
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-        forward(ids)
-        peak = _proc_kib("/proc/self/status", "VmHWM")
-    return {"peak_mib": peak / 1024, "loaded_mib": loaded / 1024}
+        return step_memory(lambda: forward(ids))
 
 
 def child_timing(modes: list[str], length: int, repeats: int) -> dict:
@@ -146,7 +135,7 @@ def table(results: dict[int, dict[str, dict]]) -> str:
     for length, by_mode in results.items():
         times = " | ".join(cell(by_mode, mode, "seconds", ".2f") for mode in MODES)
         peaks = " | ".join(cell(by_mode, mode, "peak_mib", ".0f") for mode in MODES)
-        forwards = " | ".join(cell(by_mode, mode, "forward_mib", ".0f") for mode in MODES)
+        forwards = " | ".join(cell(by_mode, mode, "step_mib", ".0f") for mode in MODES)
         lines.append(
             f"| {length} | {times} | {ratio(by_mode, 'capture', 'sdpa', 'seconds')} "
             f"| {ratio(by_mode, 'eager', 'capture', 'seconds')} "
@@ -192,7 +181,6 @@ def main() -> None:
         best = run_child(["--child-timing", *modes, "--lengths", str(length), "--repeats", str(args.repeats)])
         for mode, measured in by_mode.items():
             measured.update(best[mode])
-            measured["forward_mib"] = measured["peak_mib"] - measured["loaded_mib"]
             print(f"T={length} {mode}: {json.dumps(measured)}", file=sys.stderr, flush=True)
         results[length] = by_mode
     print(table(results))

@@ -27,17 +27,11 @@ import subprocess
 import sys
 import time
 
+from _memory import step_memory
+
 THREADS = 2
 MODES = ("dss", "molsaki")
 CALCULATOR = re.compile(r"<<[^>]*>>")
-
-
-def _kib(field: str) -> int:
-    with open("/proc/self/status") as lines:
-        for line in lines:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} missing from /proc/self/status")
 
 
 def build(modes: tuple[str, ...], batch_size: int):
@@ -100,11 +94,7 @@ def build(modes: tuple[str, ...], batch_size: int):
 def memory(mode: str, batch_size: int) -> dict:
     steps, _ = build((mode,), batch_size)
     steps[mode]()  # warm-up
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    before = _kib("VmRSS")
-    steps[mode]()
-    return {"step_mib": (_kib("VmHWM") - before) / 1024, "peak_mib": _kib("VmHWM") / 1024}
+    return step_memory(steps[mode])
 
 
 def timing(batch_size: int, repeats: int) -> tuple[dict, dict]:

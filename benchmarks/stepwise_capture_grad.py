@@ -37,18 +37,12 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 
+from _memory import step_memory
+
 WARMUP_TOKENS = 64
 THREADS = 2
 MODES = ("sdpa", "capture", "eager")
 CALCULATOR = re.compile(r"<<[^>]*>>")
-
-
-def _proc_kib(field: str) -> int:
-    with open("/proc/self/status") as lines:
-        for line in lines:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} missing from /proc/self/status")
 
 
 def molsaki_text(tokenizer, length: int):
@@ -140,11 +134,7 @@ def child_memory(mode: str, length: int) -> dict:
     with ExitStack() as stack:
         step, shape = build_step(mode, length, stack)
         step(WARMUP_TOKENS)
-        loaded = _proc_kib("VmRSS")
-        with open("/proc/self/clear_refs", "w") as clear_refs:
-            clear_refs.write("5")
-        step(length)
-    return {"peak_mib": _proc_kib("VmHWM") / 1024, "loaded_mib": loaded / 1024, "shape": shape}
+        return {**step_memory(lambda: step(length)), "shape": shape}
 
 
 def child_timing(modes: list[str], length: int, repeats: int) -> dict:
@@ -226,7 +216,6 @@ def main() -> None:
         best = run_child(["--child-timing", *MODES, "--lengths", str(length), "--repeats", str(args.repeats)])
         for mode, measured in by_mode.items():
             measured.update(best[mode])
-            measured["step_mib"] = measured["peak_mib"] - measured["loaded_mib"]
             print(f"T={length} {mode}: {json.dumps(measured)}", file=sys.stderr, flush=True)
         results[length] = by_mode
     print(table(results))
