@@ -1,7 +1,7 @@
 """Cost of the differentiable stepwise capture in a MoLSAKI student training step (SmolLM2-135M-Instruct,
 fp32, CPU).
 
-Compares, per sequence length T (batch 1, forward + backward, no optimizer step, 2 threads):
+Compares, per sequence length T (batch 1, forward + backward, no optimizer step, `--threads` threads):
   (a) a plain SDPA training step: next-token cross-entropy on the whole text (the baseline),
   (b) the same step through `attncore.attention_grad.StepwiseGradCapture` on all 30 layers, the loss
       plus a MoLSAKI attention term built from the captured matrices and value projections,
@@ -16,13 +16,13 @@ is molsaki-spec §6-7 with a random fixed teacher matrix: `cotattn`'s MoL router
 
 Method, per T:
 - Memory: each mode runs in a fresh subprocess. The child loads the model, runs a 64-token warm-up
-  step, resets the kernel's peak-RSS counter (writing 5 to /proc/self/clear_refs; Linux only), runs one
-  step and reports the peak RSS (VmHWM) and the RSS just before the step. "step MiB" is the difference.
+  step, then `_memory.step_memory` resets the kernel's peak-RSS counter (Linux only), runs one step and
+  reports the peak RSS (VmHWM) and the RSS just before the step. "step MiB" is the difference.
 - Time: one subprocess loads a model per mode, warms each up, then runs the modes round-robin and keeps
   each mode's best of `--repeats` rounds, in wall time and in process CPU time (less inflated when other
   processes share the cores). The load average is printed.
 
-    python benchmarks/stepwise_capture_grad.py [--lengths 256 512 1024] [--repeats 3]
+    python benchmarks/stepwise_capture_grad.py [--lengths 256 512 1024] [--repeats 3] [--threads 2]
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from contextlib import ExitStack
 from _memory import step_memory
 
 WARMUP_TOKENS = 64
-THREADS = 2
 MODES = ("sdpa", "capture", "eager")
 CALCULATOR = re.compile(r"<<[^>]*>>")
 
@@ -126,7 +125,7 @@ def build_step(mode: str, length: int, stack: ExitStack) -> tuple[Callable[[int]
             loss = loss + attention_loss(matrices, torch.stack(values, 1), n)
         loss.backward()
 
-    return step, (steps.shape[1], units.shape[1])
+    return step, (steps.shape[1], units.shape[1], int(units.ne(0).any(1).sum()))
 
 
 def child_memory(mode: str, length: int) -> dict:
@@ -153,10 +152,11 @@ def child_timing(modes: list[str], length: int, repeats: int) -> dict:
     return best
 
 
-def run_child(args: list[str]) -> dict:
+def run_child(args: list[str], threads: int) -> dict:
     """Run this script as a child measurement and parse its JSON line."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(THREADS)}
-    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
+    command = [sys.executable, __file__, *args, "--threads", str(threads)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"child {args} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -169,13 +169,13 @@ def table(results: dict[int, dict[str, dict]]) -> str:
         return f"{by_mode[num][key] / by_mode[den][key]:.2f}"
 
     header = (
-        "| T | steps × units | (a) SDPA s | (b) capture s | (c) eager s | (b)/(a) time | (c)/(b) time "
+        "| T | steps × units (unit tokens) | (a) SDPA s | (b) capture s | (c) eager s | (b)/(a) time | (c)/(b) time "
         "| (b)/(a) CPU time | (c)/(b) CPU time | (a) peak MiB | (b) peak MiB | (c) peak MiB "
         "| (b)/(a) peak | (c)/(b) peak | step MiB (a / b / c) | (b)/(a) step MiB |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for length, m in results.items():
-        shape = "{} × {}".format(*m["sdpa"]["shape"])
+        shape = "{} × {} ({})".format(*m["sdpa"]["shape"])
         times = " | ".join(f"{m[mode]['seconds']:.2f}" for mode in MODES)
         peaks = " | ".join(f"{m[mode]['peak_mib']:.0f}" for mode in MODES)
         own = " / ".join(f"{m[mode]['step_mib']:.0f}" for mode in MODES)
@@ -195,13 +195,20 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=3, help="timed rounds per T (each mode's best is kept)"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch threads per measurement (2 on a quiet 2-core machine; "
+        "1 when other jobs share the cores, where idle-spinning threads inflate CPU time)",
+    )
     parser.add_argument("--child-memory", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--child-timing", nargs="+", choices=MODES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_memory or args.child_timing:
         import torch
 
-        torch.set_num_threads(THREADS)
+        torch.set_num_threads(args.threads)
     if args.child_memory:
         print(json.dumps(child_memory(args.child_memory, args.lengths[0])))
         return
@@ -212,14 +219,19 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     results: dict[int, dict[str, dict]] = {}
     for length in args.lengths:
-        by_mode = {mode: run_child(["--child-memory", mode, "--lengths", str(length)]) for mode in MODES}
-        best = run_child(["--child-timing", *MODES, "--lengths", str(length), "--repeats", str(args.repeats)])
+        lengths = ["--lengths", str(length)]
+        by_mode = {mode: run_child(["--child-memory", mode, *lengths], args.threads) for mode in MODES}
+        timing = ["--child-timing", *MODES, *lengths, "--repeats", str(args.repeats)]
+        best = run_child(timing, args.threads)
         for mode, measured in by_mode.items():
             measured.update(best[mode])
             print(f"T={length} {mode}: {json.dumps(measured)}", file=sys.stderr, flush=True)
         results[length] = by_mode
     print(table(results))
-    print(f"\n1-minute load average: {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.")
+    print(
+        f"\n{args.threads} thread(s); 1-minute load average: {load_before:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end."
+    )
 
 
 if __name__ == "__main__":

@@ -227,6 +227,11 @@ class _StepwisePlan:
             )
         scaling = kw.get("scaling")
         kw = {**kw, "scaling": query.shape[-1] ** -0.5 if scaling is None else scaling}
+        layer = module.layer_idx
+        self.values[layer] = value.transpose(1, 2).reshape(batch, tk, kv_heads * head_dim)
+        if len(self.keys) == 0:  # no unit token anywhere in the batch: nothing to attend to
+            self.matrices[layer] = self.steps.new_zeros(batch, len(self.steps[0]), self.unit_columns.shape[2])
+            return _sdpa(module, query, key, value, mask, kw), None
         x = self.indicator.to(value.dtype)[None, None, :, None].expand(batch, kv_heads, -1, -1)
         if kw.get("dropout", 0.0) > 0:
             output = _sdpa(module, query, key, value, mask, kw)
@@ -235,11 +240,6 @@ class _StepwisePlan:
             query, wide_key = F.pad(query, (0, 1)), F.pad(key, (0, 1))
             both = _sdpa(module, query, wide_key, torch.cat([value, x], -1), mask, kw)
             output, mass = both[..., :head_dim], both[..., head_dim]
-        layer = module.layer_idx
-        self.values[layer] = value.transpose(1, 2).reshape(batch, tk, kv_heads * head_dim)
-        if len(self.keys) == 0:
-            self.matrices[layer] = self.steps.new_zeros(batch, self.steps.shape[1], self.unit_columns.shape[2])
-            return output, None
         causal = kw.get("is_causal")
         causal = getattr(module, "is_causal", True) if causal is None else causal
         bias = _unit_key_bias(mask, self.keys, batch, tq, causal, query.dtype)
