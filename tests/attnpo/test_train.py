@@ -5,6 +5,11 @@ token advantages must equal the pure functions' on the very batch, and a resumed
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -13,83 +18,17 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from attncore.config import load_config
-from attncore.data import Problem
-from attncore.models import ModelConfig, load_model
-from attncore.prompts import PromptConfig, encode_prompt
 from attncore.scores import batch_step_scores
 from attncore.steps import unscored_reason
 from attnpo.advantages import outcome_advantages
 from attnpo.rescaling import rescale_advantages
 from attnpo.rewards import group_rewards
-from attnpo.train import TrainConfig, last_checkpoint, run_train
+from attnpo.train import last_checkpoint, run_train
 from attnpo.trainer import padded_steps
-
-SHELF = "First, I add the two numbers of apples that the shop has on the shelf: 2 + 3 = 5 apples in all.\n"
-TRACES = [
-    SHELF + "Wait, let me double-check: 2 plus 3 is 5, and the shop sells every apple it has today.\n"
-    "So the answer is 5.\n</think>\nThe answer is \\boxed{5}.",
-    SHELF + "Hmm, the shop also had no other fruit, so only the apples on the shelf count for the total.\n"
-    "Wait, let me double-check: 2 plus 3 is 5, and the shop sells every apple it has today.\n"
-    "So the answer is 5.\n</think>\nThe answer is \\boxed{5}.",
-    SHELF + "Now the shop sells one more apple from the back room, so the total grows by one more apple.\n"
-    "So the answer is 6.\n</think>\nThe answer is \\boxed{6}.",
-]
-QUESTION = "A shop has 2 apples and 3 more apples. How many apples?"
-
-
-@pytest.fixture(scope="module")
-def memorised_model(tiny_model_dir, tmp_path_factory):
-    """A tiny qwen2 trained to continue the question's prompt with one of the three traces."""
-    torch.manual_seed(0)
-    loaded = load_model(ModelConfig(name=str(tiny_model_dir("qwen2"))))
-    model, tok = loaded.model, loaded.tokenizer
-    _, prompt = encode_prompt(Problem("q", QUESTION, "5", "test"), tok, PromptConfig(template="r1"))
-    rows = [prompt + tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for t in TRACES]
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), tok.pad_token_id)
-    mask = torch.zeros(len(rows), width, dtype=torch.long)
-    labels = torch.full((len(rows), width), -100)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
-        labels[i, len(prompt) : len(row)] = torch.tensor(row[len(prompt) :])
-    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(300):
-        model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
-        optim.step()
-        optim.zero_grad()
-    out = tmp_path_factory.mktemp("memorised")
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    problems = out / "problems.jsonl"
-    problems.write_text(
-        "".join(json.dumps({"id": f"p{i}", "problem": QUESTION, "answer": "5"}) + "\n" for i in range(2))
-    )
-    return out, problems
-
-
-def train_config(model_dir: Path, problems: Path, out: Path, *overrides: str) -> TrainConfig:
-    base = [
-        f"model.name={model_dir}",
-        f"data.file={problems}",
-        "method.heads.kind=list",
-        "method.heads.heads=[[1,0],[3,2]]",
-        "method.rescaling.curriculum_steps=0",
-        "method.rescaling.difficulty_aware=false",
-        "prompts_per_step=2",
-        "group_size=4",
-        "rollout.max_tokens=200",
-        "rollout.slots=4",
-        "grading.workers=1",
-        "tracking.mode=disabled",
-        f"out={out}",
-    ]
-    return load_config(TrainConfig, None, [*base, *overrides])
 
 
 @pytest.mark.slow
-def test_token_advantages_are_the_pure_functions_of_the_batch(memorised_model, tmp_path):
+def test_token_advantages_are_the_pure_functions_of_the_batch(memorised_model, train_config, tmp_path):
     model_dir, problems = memorised_model
     cfg = train_config(model_dir, problems, tmp_path / "run", "steps=2", "save_every=1")
     seen = []
@@ -162,27 +101,96 @@ def test_token_advantages_are_the_pure_functions_of_the_batch(memorised_model, t
     assert (out / "final" / "model.safetensors").is_file()
 
 
-@pytest.mark.slow
-def test_a_resumed_run_ends_where_the_uninterrupted_one_does(memorised_model, tmp_path):
-    model_dir, problems = memorised_model
-    straight = run_train(
-        train_config(model_dir, problems, tmp_path / "a", "steps=3", "save_every=1"), progress=False
-    )
-    first = run_train(
-        train_config(model_dir, problems, tmp_path / "b", "steps=2", "save_every=1"), progress=False
-    )
-    assert (straight.steps, first.steps) == (3, 2)
-    resumed = run_train(
-        train_config(model_dir, problems, tmp_path / "b", "steps=3", "save_every=1"), progress=False
-    )
-    assert (resumed.steps, resumed.resumed_from) == (3, 2)
-    a = load_file(tmp_path / "a" / "final" / "model.safetensors")
-    b = load_file(tmp_path / "b" / "final" / "model.safetensors")
+@pytest.fixture(scope="module")
+def ordered_problems(question_file):
+    """Golds 5, 5, 6 and 7: which two problems a step draws shows in its accuracy, so equal per-step
+    metrics mean the same data order."""
+    return question_file(["5", "5", "6", "7"])
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(memorised_model, ordered_problems, train_config, tmp_path_factory):
+    """A 3-step run that nothing stopped: its final weights and its metrics rows."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    result = run_train(train_config(memorised_model[0], ordered_problems, out, *RESUME_RUN), progress=False)
+    torch.set_num_threads(threads)
+    assert result.steps == 3
+    return out
+
+
+RESUME_RUN = ("steps=3", "save_every=1")
+TIMING = ("step_time", "train_runtime", "train_samples_per_second", "train_steps_per_second")
+
+
+def step_rows(out):
+    """The metrics rows of the optimizer steps, without wall-clock timings."""
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows if "attnpo/reward" in row]
+
+
+def assert_same_run(out, uninterrupted):
+    a = load_file(uninterrupted / "final" / "model.safetensors")
+    b = load_file(out / "final" / "model.safetensors")
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
+    got, want = step_rows(out), step_rows(uninterrupted)
+    assert [r["step"] for r in got] == [1, 2, 3]
+    assert got == want
+    assert len({r["attnpo/accuracy"] for r in want}) > 1, "the steps drew different problems"
+
+
+@pytest.mark.slow
+def test_a_resumed_run_ends_where_the_uninterrupted_one_does(
+    memorised_model, ordered_problems, train_config, uninterrupted, tmp_path
+):
+    model_dir = memorised_model[0]
+    out = tmp_path / "b"
+    first = run_train(
+        train_config(model_dir, ordered_problems, out, "steps=2", "save_every=1"), progress=False
+    )
+    assert first.steps == 2
+    resumed = run_train(train_config(model_dir, ordered_problems, out, *RESUME_RUN), progress=False)
+    assert (resumed.steps, resumed.resumed_from) == (3, 2)
+    assert_same_run(out, uninterrupted)
+    a = load_file(uninterrupted / "final" / "model.safetensors")
     base = load_file(model_dir / "model.safetensors")
     assert any(not torch.equal(a[n], base[n]) for n in a)  # training moved the weights
+
+
+@pytest.mark.slow
+def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_run(
+    memorised_model, ordered_problems, train_config, uninterrupted, tmp_path
+):
+    """`attnpo train` in a subprocess, SIGKILLed once its first checkpoint is complete, then rerun."""
+    out = tmp_path / "killed"
+    cfg = train_config(memorised_model[0], ordered_problems, out, *RESUME_RUN)
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    command = [
+        str(Path(sys.executable).parent / "attnpo"),
+        "train",
+        "--config",
+        str(tmp_path / "run.yaml"),
+        "--quiet",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while last_checkpoint(out) is None:
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = last_checkpoint(out)
+    assert killed_at is not None and killed_at.name != "checkpoint-3", "killed before the run ended"
+    assert not (out / "final").exists()
+    resumed = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resumed from step {killed_at.name.split('-')[1]}" in resumed.stdout
+    assert_same_run(out, uninterrupted)
 
 
 def test_a_checkpoint_a_kill_interrupted_is_skipped(tmp_path):
@@ -199,10 +207,8 @@ def test_a_checkpoint_a_kill_interrupted_is_skipped(tmp_path):
 def test_train_cli_errors_are_one_line(attnpo_cli, tmp_path):
     code, _, err = attnpo_cli("train", "method.heads.kind=list", "method.heads.heads=[[0,0]]", "group_size=1")
     assert code == 2 and "group_size=1" in err and "Traceback" not in err
-    code, _, err = attnpo_cli("train", "method.rescaling.enabled=false", "method.reward.kind=l1_max")
-    assert code == 2 and "needs target lengths" in err
-    code, _, err = attnpo_cli("train", "method.rescaling.enabled=false", "method.reward.kind=laser_de")
-    assert code == 2 and "repetition detector" in err
+    code, _, err = attnpo_cli("train", "method.rescaling.enabled=false", "method.reward.target_min=2")
+    assert code == 2 and "target_min" in err and "Traceback" not in err
     code, _, err = attnpo_cli("train", "method.rescaling.gamma=2")
     assert code == 2 and "unknown key 'method.rescaling.gamma'" in err
     missing = tmp_path / "none.jsonl"
@@ -214,3 +220,15 @@ def test_train_cli_errors_are_one_line(attnpo_cli, tmp_path):
         "--no-wandb",
     )
     assert code == 2 and f"file not found: {missing}" in err
+    rows = tmp_path / "targets.jsonl"
+    rows.write_text(
+        json.dumps({"id": "a", "problem": "1 + 1?", "answer": "2", "target_length": "long"}) + "\n"
+    )
+    code, _, err = attnpo_cli(
+        "train", "method.rescaling.enabled=false", "method.reward.kind=l1_exact", f"data.file={rows}",
+        f"out={tmp_path / 'o'}", "--no-wandb",
+    )  # fmt: skip
+    assert (
+        code == 2
+        and err.strip() == f"error: {rows}: row 0: target_length must be a positive integer, got 'long'"
+    )

@@ -49,18 +49,42 @@ class TraineffReward(Config):
     double_sigmoid: bool = False
 
 
-class L1ExactReward(Config):
-    """L1-Exact: `r = c − α·|L_target − L|`; the target length is a column of the prompt data."""
+class LengthTargetReward(Config):
+    """What the L1 rewards share: a target length per prompt, written into the prompt (L1's "Think for N
+    tokens.").
+
+    A problem row's `target_length` column gives its target; a row without one gets a target drawn
+    uniformly from [`target_min`, `target_max`] once per problem, seeded by the run seed and the problem
+    id [default: L1 draws a new target at each visit]. `instruction` is appended to the problem text,
+    `{target}` replaced by the target.
+    """
+
+    alpha: float = Field(3e-4, ge=0)
+    target_min: int = Field(100, ge=1)
+    target_max: int = Field(4000, ge=1)
+    instruction: str
+
+    @model_validator(mode="after")
+    def _range_ordered(self) -> LengthTargetReward:
+        if self.target_min > self.target_max:
+            raise ValueError(f"target_min={self.target_min} exceeds target_max={self.target_max}")
+        if "{target}" not in self.instruction:
+            raise ValueError("instruction must contain {target} (where the target length goes)")
+        return self
+
+
+class L1ExactReward(LengthTargetReward):
+    """L1-Exact: `r = c − α·|L_target − L|`."""
 
     kind: Literal["l1_exact"] = "l1_exact"
-    alpha: float = Field(3e-4, ge=0)
+    instruction: str = "\n\nThink for {target} tokens."
 
 
-class L1MaxReward(Config):
+class L1MaxReward(LengthTargetReward):
     """L1-Max: `r = c·clip(α·(L_target − L) + δ, 0, 1)`."""
 
     kind: Literal["l1_max"] = "l1_max"
-    alpha: float = Field(3e-4, ge=0)
+    instruction: str = "\n\nThink for maximum {target} tokens."
     delta: float = 0.5
 
 
@@ -109,7 +133,9 @@ class LaserDReward(Config):
     is the smallest of `thresholds` at which the level's expected count of correct responses within the
     target reaches `expected_correct` (Laser's rule), measured on the current rollout batch
     [default: Laser's release measures a monitoring set every few steps]. Laser-DE also gives the bonus
-    to a wrong response longer than its target that is not repetitive (exploration).
+    to a wrong response longer than its target that is not repetitive (exploration): a response is
+    repetitive when some run of `repetition_ngram` tokens occurs `repetition_count` times or more in it
+    [default: the rule and its numbers are ours].
     """
 
     kind: Literal["laser_d", "laser_de"] = "laser_d"
@@ -118,6 +144,8 @@ class LaserDReward(Config):
     )
     bonus: float = Field(0.5, ge=0)
     expected_correct: int = Field(1, ge=1)
+    repetition_ngram: int = Field(20, ge=1)
+    repetition_count: int = Field(3, ge=2)
 
 
 class TruncationReward(Config):
@@ -144,7 +172,7 @@ RewardConfig = Annotated[
 """One reward of the zoo, chosen by `kind`."""
 
 TARGET_KINDS = ("l1_exact", "l1_max")
-"""Rewards that read a per-prompt target length."""
+"""Rewards that read a per-prompt target length (`LengthTargetReward`)."""
 
 
 # --- advantages ---------------------------------------------------------------------------------------

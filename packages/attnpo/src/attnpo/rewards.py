@@ -8,6 +8,9 @@ Rewards are float64 (P, G). `group_rewards` picks the function a `RewardConfig` 
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -99,6 +102,18 @@ def laser_reward(
         loops = torch.zeros_like(correct) if repeated is None else repeated
         rewarded = rewarded | (~correct & (length > target) & ~loops)
     return correct.to(torch.float64) + bonus * rewarded.to(torch.float64)
+
+
+def repetitive(completions: Sequence[Sequence[int]], *, ngram: int, count: int) -> Tensor:
+    """(B,) bool: whether some run of `ngram` consecutive tokens occurs at least `count` times in each
+    completion (occurrences may overlap), the repetition loops Laser-DE's exploration bonus skips."""
+    flags = []
+    for ids in completions:
+        seen: Counter[tuple[int, ...]] = Counter(
+            tuple(ids[i : i + ngram]) for i in range(len(ids) - ngram + 1)
+        )
+        flags.append(bool(seen) and max(seen.values()) >= count)
+    return torch.tensor(flags, dtype=torch.bool)
 
 
 def difficulty_levels(correct: Tensor) -> Tensor:

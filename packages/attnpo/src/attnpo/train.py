@@ -5,19 +5,29 @@ RNG states, trainer state; TRL/transformers' own format), `metrics.jsonl` (one l
 `final/` (the trained model and tokenizer) and `summary.json`. A rerun with the same `out` continues from
 the last checkpoint with the same data order and random state.
 
+A resumed run first drops the rows of `metrics.jsonl` past its checkpoint (steps a kill lost), so the
+file ends as the uninterrupted run's would; `attnpo.trainer` lists the metrics.
+
 Rollouts: `refill` samples with the core's slot-refilling decoder (CPU), each completion seeded from
-(run seed, step, process, row), so a resumed run samples what the uninterrupted one would; `trl` uses
-TRL's stock `generate` (kept as the baseline of the rollout benchmark); `vllm` uses TRL's vLLM integration
-on GPUs, colocated or as a server (`attnpo.vllm_rollout`, section `rollout.vllm`).
+(run seed, step, global row), so a resumed run samples what the uninterrupted one would, on any number
+of processes; `trl` uses TRL's stock `generate` (kept as the baseline of the rollout benchmark); `vllm`
+uses TRL's vLLM integration on GPUs, colocated or as a server (`attnpo.vllm_rollout`, section
+`rollout.vllm`).
+
+Problem rows (`data.file`) may carry `target_length` (the L1 rewards' target; drawn per problem when
+absent) and `source: synthetic` (a synthetic-testbed problem, as `attncore synthetic` writes them, or
+`data.benchmark.name=synthetic`: the trainer then logs what the testbed oracle says of the steps it
+attenuates).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,12 +39,14 @@ from attncore.errors import UserError
 from attncore.models import ModelConfig
 from attncore.prompts import PromptConfig, encode_prompt
 from attncore.steps import StepSegmenterConfig
+from attncore.synthetic.dataset import SOURCE as SYNTHETIC
 from attncore.tracking import Tracker, TrackingConfig
-from attnpo.config import MethodConfig
+from attnpo.config import LengthTargetReward, MethodConfig
 from attnpo.vllm_rollout import VLLMRolloutConfig, grpo_vllm_args, require_vllm_gpu
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
+TARGET_LENGTH = "target_length"
 
 
 class TrainDataConfig(Config):
@@ -110,18 +122,6 @@ class TrainConfig(Config):
             )
         return self
 
-    @model_validator(mode="after")
-    def _method_fits_the_data(self) -> TrainConfig:
-        if self.method.reward.kind in ("l1_exact", "l1_max"):
-            raise ValueError(
-                f"reward {self.method.reward.kind} needs target lengths in the prompt; train has none"
-            )
-        if self.method.reward.kind == "laser_de":
-            raise ValueError(
-                "reward laser_de needs a repetition detector for wrong responses; train has none"
-            )
-        return self
-
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -142,10 +142,49 @@ def training_problems(cfg: TrainDataConfig) -> list[Problem]:
         text = row.get("problem", row.get("question"))
         if text is None or row.get("answer") is None:
             raise UserError(f"{cfg.file}: row {i} needs a problem (or question) and an answer")
-        out.append(Problem(str(row.get("id", i)), str(text), str(row["answer"]), Path(cfg.file).name))
+        meta = {}
+        if row.get("target_length") is not None:
+            target = row["target_length"]
+            if not isinstance(target, int) or isinstance(target, bool) or target < 1:
+                raise UserError(
+                    f"{cfg.file}: row {i}: target_length must be a positive integer, got {target!r}"
+                )
+            meta[TARGET_LENGTH] = str(target)
+        source = str(row.get("source") or Path(cfg.file).name)
+        out.append(Problem(str(row.get("id", i)), str(text), str(row["answer"]), source, meta=meta))
     if not out:
         raise UserError(f"{cfg.file}: no problems")
     return out
+
+
+def length_target(problem: Problem, reward: LengthTargetReward, seed: int) -> int:
+    """The problem's target length for the L1 rewards: its row's `target_length`, else a draw from the
+    reward's range seeded by (run seed, problem id)."""
+    if TARGET_LENGTH in problem.meta:
+        return int(problem.meta[TARGET_LENGTH])
+    return random.Random(f"{seed}:{problem.id}").randint(reward.target_min, reward.target_max)
+
+
+def dataset_rows(
+    problems: list[Problem], cfg: TrainConfig, tokenizer
+) -> tuple[list[dict], dict[str, list[int]]]:
+    """The trainer's dataset rows and the token ids of each prompt text.
+
+    A row holds the rendered prompt, the gold answer, the problem id and text, whether the problem is a
+    synthetic-testbed one (the trainer then logs what the oracle says of the steps it attenuates) and, for
+    the L1 rewards, the target length, which the prompt also states."""
+    reward = cfg.method.reward
+    rows, prompt_ids = [], {}
+    for p in problems:
+        row = {"answer": p.answer, "problem_id": p.id, "problem": p.problem, "testbed": p.source == SYNTHETIC}
+        shown = p
+        if isinstance(reward, LengthTargetReward):
+            row["target_length"] = length_target(p, reward, cfg.seed)
+            shown = replace(p, problem=p.problem + reward.instruction.format(target=row["target_length"]))
+        text, ids = encode_prompt(shown, tokenizer, cfg.prompt)
+        rows.append({"prompt": text, **row})
+        prompt_ids[text] = ids
+    return rows, prompt_ids
 
 
 def refill_rollout(
@@ -164,8 +203,8 @@ def refill_rollout(
     def rollout(prompts: list, trainer: Any) -> dict[str, Any]:
         model = trainer.accelerator.unwrap_model(trainer.model)
         ids = [prompt_ids[p] for p in prompts]
-        step, rank = trainer.state.global_step, trainer.accelerator.process_index
-        seeds = [derive_seed(seed, "rollout", step, rank, i) for i in range(len(ids))]
+        step, first = trainer.state.global_step, trainer.accelerator.process_index * len(ids)
+        seeds = [derive_seed(seed, "rollout", step, first + i) for i in range(len(ids))]
         training = model.training
         model.eval()
         try:
@@ -271,7 +310,8 @@ def run_train(cfg: TrainConfig, progress: bool = True, on_step_batch: Callable |
     if cfg.rollout.engine == "vllm":
         require_vllm_gpu()
     out = Path(cfg.out)
-    if cfg.overwrite and out.exists():
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    if cfg.overwrite and out.exists() and main_process:
         shutil.rmtree(out)
     problems = training_problems(cfg.data)
     loaded = load_model(cfg.model.model_copy(update={"device": process_device(cfg.model.device)}))
@@ -282,11 +322,8 @@ def run_train(cfg: TrainConfig, progress: bool = True, on_step_batch: Callable |
         heads = cfg.method.heads.resolve(text.num_hidden_layers, text.num_attention_heads)
     out.mkdir(parents=True, exist_ok=True)
     save_resolved(cfg, out)
-    encoded = {p.id: encode_prompt(p, tok, cfg.prompt) for p in problems}
-    prompt_ids = {text: ids for text, ids in encoded.values()}
-    dataset = datasets.Dataset.from_list(
-        [{"prompt": encoded[p.id][0], "answer": p.answer, "problem_id": p.id} for p in problems]
-    )
+    rows, prompt_ids = dataset_rows(problems, cfg, tok)
+    dataset = datasets.Dataset.from_list(rows)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     args = grpo_args(cfg, world_size, progress)
     rollout = None
@@ -294,7 +331,8 @@ def run_train(cfg: TrainConfig, progress: bool = True, on_step_batch: Callable |
         rollout = refill_rollout(
             prompt_ids, cfg.rollout, set(eos_token_ids(loaded)), tok.pad_token_id, cfg.seed
         )
-    tracker = Tracker(cfg.tracking, cfg.model_dump(mode="json"), out, "attnpo-train")
+    tracking = cfg.tracking if main_process else TrackingConfig(mode="disabled")
+    tracker = Tracker(tracking, cfg.model_dump(mode="json"), out, "attnpo-train")
     metrics_path = out / METRICS
     last: dict[str, float] = {}
 
@@ -306,9 +344,12 @@ def run_train(cfg: TrainConfig, progress: bool = True, on_step_batch: Callable |
             last.update(row)
             with metrics_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            tracker.log(row, step=state.global_step)
+            if tracker.run is not None:
+                tracker.log(with_histograms(row), step=state.global_step)
 
     resume = last_checkpoint(out)
+    if main_process:
+        keep_metrics_until(metrics_path, _step_of(resume))
     with Grader(mode="attnpo", workers=cfg.grading.workers, timeout_s=cfg.grading.timeout_s) as grader:
         trainer = AttnPOTrainer(
             model=loaded.model,
@@ -330,8 +371,51 @@ def run_train(cfg: TrainConfig, progress: bool = True, on_step_batch: Callable |
     tracker.summary({k: v for k, v in last.items() if k != "step"})
     tracker.finish()
     summary = {"steps": trainer.state.global_step, "resumed_from": _step_of(resume), "last": last}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if main_process:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return TrainResult(out, trainer.state.global_step, _step_of(resume), last)
+
+
+def keep_metrics_until(path: Path, step: int) -> None:
+    """Drop the logged rows past `step` (the checkpoint a run resumes from): a killed run logged steps
+    it then lost, and the resumed run logs them again. A last line the kill cut short goes too."""
+    if not path.is_file():
+        return
+    text = path.read_text()
+    kept = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row["step"] <= step:
+            kept.append(line)
+    new = "".join(line + "\n" for line in kept)
+    if new != text:
+        path.write_text(new)
+
+
+def with_histograms(row: dict[str, float]) -> dict[str, Any]:
+    """The logged row for wandb: each `<name>_hist/<lower edge>` family of bin counts (see
+    `attnpo.step_metrics`) also as one wandb histogram `<name>_hist`."""
+    families: dict[str, list[tuple[float, float]]] = {}
+    for key, value in row.items():
+        name, _, edge = key.rpartition("/")
+        if name.endswith("_hist"):
+            families.setdefault(name, []).append((float(edge), value))
+    if not families:
+        return row
+    import numpy as np
+    import wandb
+
+    out: dict[str, Any] = dict(row)
+    for name, bins in families.items():
+        bins.sort()
+        edges = [e for e, _ in bins]
+        width = edges[1] - edges[0] if len(edges) > 1 else 1.0
+        counts = np.array([c for _, c in bins])
+        out[name] = wandb.Histogram(np_histogram=(counts, np.array([*edges, edges[-1] + width])))
+    return out
 
 
 def _step_of(checkpoint: Path | None) -> int:

@@ -19,7 +19,18 @@ Hooks overridden (the fewest that carry AttnPO):
   once it has run, the (B, T) token advantages (`attnpo.rescaling`) replace `inputs["advantages"]` before
   TRL's loss reads them. No extra forward ever runs.
 
-The reward function TRL calls grades each completion by AttnPO's rule (`GradingMode.ATTNPO`, spec §2).
+The reward function TRL calls grades each completion by AttnPO's rule (`GradingMode.ATTNPO`, spec §2);
+`method.reward` (any reward of spec §12) turns the gathered grades and lengths into group rewards.
+
+Logged per optimizer step (TRL's `_metrics`, so into `metrics.jsonl` and wandb beside TRL's own), over
+the whole batch of every process:
+- `attnpo/reward`, `attnpo/accuracy`: mean reward and share correct;
+- `attnpo/thinking_tokens`, `attnpo/answer_tokens`, `attnpo/total_tokens`: mean per response;
+- the rescaling's metrics (`attnpo.step_metrics.rescaling_metrics` names and defines them): share of
+  responses rescaled, Pos / Neg responses and steps, share of steps attenuated, γ histogram, quantiles
+  and histogram of S_k/S_base (and of S_k, S_base), the attenuated steps' relative positions (mean and
+  histogram) and, on synthetic-testbed problems (rows with `testbed` true), the share of attenuated
+  steps the oracle labels redundant (`attnpo/oracle/...`).
 """
 
 from __future__ import annotations
@@ -29,21 +40,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from accelerate.utils import gather_object
 from torch import Tensor
 from trl import GRPOTrainer
 
+from attncore.alignment import decode
 from attncore.attention import AttentionCapture
 from attncore.grading import Grader, GradingMode
 from attncore.scores import Pending, StepScores, arm_step_scores
 from attncore.steps import SegmentedResponse, StepSegmenterConfig, segment_response, unscored_reason
-from attncore.think import prompt_opens_thinking, thinking_token_count
+from attncore.think import prompt_opens_thinking, split_thinking, thinking_token_count
 from attnpo.advantages import outcome_advantages
-from attnpo.config import MethodConfig
+from attnpo.config import TARGET_KINDS, MethodConfig
+from attnpo.labels import OracleLabels, OracleLabelsConfig, ProbeResponse, StepLabel
 from attnpo.rescaling import RescaledAdvantages, rescale_advantages
-from attnpo.rewards import group_rewards
-
-GAMMA_BINS = 10
-"""Bins of the γ histogram over [0, 1] logged per step."""
+from attnpo.rewards import group_rewards, repetitive
+from attnpo.step_metrics import RescalingRecord, rescaling_metrics, rescaling_record
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,9 @@ class AttnPOTrainer(GRPOTrainer):
         super().__init__(*args, reward_funcs=[self.attnpo_correct], **kwargs)
         self.capture = AttentionCapture(self.accelerator.unwrap_model(self.model))
         self._armed: tuple[Pending, dict[str, Any]] | None = None
+        self._oracle = OracleLabels(OracleLabelsConfig())
+        self._pending = RescalingRecord()  # this micro-batch's, on this process
+        self._window = RescalingRecord()  # every process's, since the last log
 
     def _tokenize_prompts(self, prompts: list):
         """The encoded prompts, not TRL's re-tokenization of their text, which adds a second BOS where the
@@ -137,9 +152,7 @@ class AttnPOTrainer(GRPOTrainer):
         size = self.num_generations if mode == "train" else self.num_generations_eval
         all_correct = self.accelerator.gather(correct).view(-1, size)
         all_lengths = self.accelerator.gather(lengths).view(-1, size)
-        rewards = group_rewards(
-            self.method.reward, all_correct.cpu(), all_lengths.cpu(), global_step=self.state.global_step + 1
-        )
+        rewards = self.group_rewards(inputs, ids, mask, all_correct.cpu(), all_lengths.cpu())
         advantages = outcome_advantages(self.method.advantage, rewards).flatten()
         accuracy = all_correct.double().mean(1).repeat_interleave(size)
         local = slice(
@@ -147,10 +160,13 @@ class AttnPOTrainer(GRPOTrainer):
         )
         output["advantages"] = advantages[local].float().to(device)
         output["attnpo_outcome"] = output["advantages"]
+        output["attnpo_reward"] = rewards.flatten()[local].float().to(device)
         output["attnpo_correct"] = correct
         output["attnpo_accuracy"] = accuracy[local].to(device)
-        output["attnpo_group"] = torch.arange(local.start, local.stop, device=device) // size
+        output["attnpo_row"] = torch.arange(local.start, local.stop, device=device)
+        output["attnpo_group"] = output["attnpo_row"] // size
         output["attnpo_segments"] = self._segments(ids, mask, correct)
+        output["attnpo_oracle"] = self._oracle_labels(inputs, ids, mask, output["attnpo_segments"])
 
         tok = self.processing_class
         prompts = [x["prompt"] for x in inputs]
@@ -174,6 +190,33 @@ class AttnPOTrainer(GRPOTrainer):
         metrics["attnpo/total_tokens"].append(total.mean().item())
         return output
 
+    def group_rewards(
+        self, inputs: list[dict[str, Any]], ids: Tensor, mask: Tensor, correct: Tensor, lengths: Tensor
+    ) -> Tensor:
+        """(P, G) float64 rewards of every group of the step by `method.reward`. correct (P, G) bool and
+        lengths (P, G) are gathered over all processes, so a group split across processes gets its
+        whole-group statistics; inputs, ids, mask (B, T) are this process's rows and completions. The L1
+        rewards read the rows' `target_length`; Laser-DE flags repetitive completions
+        (`attnpo.rewards.repetitive`)."""
+        device, size = self.accelerator.device, correct.shape[1]
+        reward = self.method.reward
+        targets = repeated = None
+        if reward.kind in TARGET_KINDS:
+            local = torch.tensor([int(x["target_length"]) for x in inputs], device=device)
+            targets = self.accelerator.gather(local).view(-1, size)[:, 0].cpu()
+        if reward.kind == "laser_de":
+            rows = [row[m.bool()].tolist() for row, m in zip(ids.cpu(), mask.cpu(), strict=True)]
+            local = repetitive(rows, ngram=reward.repetition_ngram, count=reward.repetition_count)
+            repeated = self.accelerator.gather(local.to(device)).view(-1, size).cpu()
+        return group_rewards(
+            reward,
+            correct,
+            lengths,
+            global_step=self.state.global_step + 1,
+            targets=targets,
+            repeated=repeated,
+        )
+
     def _segments(self, ids: Tensor, mask: Tensor, correct: Tensor) -> list[SegmentedResponse | None]:
         """Steps of each correct, finished response (None elsewhere: such rows keep A on every token)."""
         if not self.method.rescaling.enabled:
@@ -190,6 +233,31 @@ class AttnPOTrainer(GRPOTrainer):
             )
         return out
 
+    def _oracle_labels(
+        self,
+        inputs: list[dict[str, Any]],
+        ids: Tensor,
+        mask: Tensor,
+        segments: list[SegmentedResponse | None],
+    ) -> list[tuple[StepLabel, ...] | None]:
+        """The testbed oracle's label of each step of the segmented responses to synthetic-testbed
+        problems (rows with `testbed` true); None for every other row."""
+        out: list[tuple[StepLabel, ...] | None] = [None] * len(inputs)
+        asked, where = [], []
+        for b, (row, segment) in enumerate(zip(inputs, segments, strict=True)):
+            if not row.get("testbed") or segment is None or not segment.ok:
+                continue
+            text = decode(self.processing_class, ids[b][mask[b].bool()].tolist())
+            steps = tuple(text[s.chars[0] : s.chars[1]] for s in segment.steps)
+            asked.append(
+                ProbeResponse(str(b), row["problem"], row["answer"], steps, split_thinking(text).answer)
+            )
+            where.append(b)
+        if asked:
+            for b, labels in zip(where, self._oracle.label(asked, progress=False), strict=True):
+                out[b] = labels
+        return out
+
     # --- step scores inside the loss forward -------------------------------------------------------
 
     def _compute_loss(self, model, inputs):
@@ -198,18 +266,23 @@ class AttnPOTrainer(GRPOTrainer):
         inputs["advantages"] = inputs["attnpo_outcome"]
         if not any(s is not None for s in scored):
             self._record(inputs, [None] * len(segments))
-            return super()._compute_loss(model, inputs)
-        attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
-        prompt_lengths = inputs["prompt_mask"].sum(1).tolist()
-        with self.capture:
-            self._armed = (
-                arm_step_scores(self.capture, attention_mask, scored, prompt_lengths, self.heads),
-                inputs,
-            )
-            try:
-                return super()._compute_loss(model, inputs)
-            finally:
-                self._armed = None
+            loss = super()._compute_loss(model, inputs)
+        else:
+            attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+            prompt_lengths = inputs["prompt_mask"].sum(1).tolist()
+            with self.capture:
+                self._armed = (
+                    arm_step_scores(self.capture, attention_mask, scored, prompt_lengths, self.heads),
+                    inputs,
+                )
+                try:
+                    loss = super()._compute_loss(model, inputs)
+                finally:
+                    self._armed = None
+        # every process reaches this point once per micro-batch: the whole batch's record
+        for record in gather_object([self._pending]):
+            self._window = self._window.merge(record)
+        return loss
 
     def _get_per_token_logps_and_entropies(self, *args: Any, **kwargs: Any):
         result = super()._get_per_token_logps_and_entropies(*args, **kwargs)
@@ -240,29 +313,16 @@ class AttnPOTrainer(GRPOTrainer):
             config=self.method.rescaling,
         )
         inputs["advantages"] = rescaled.tokens.to(device=outcome.device, dtype=outcome.dtype)
-        self._log_rescaling(rescaled, counts)
+        self._pending = rescaling_record(rescaled, values, counts, outcome.cpu(), inputs["attnpo_oracle"])
         if self.on_step_batch is not None:
             self.on_step_batch(
                 self, StepBatch(self.state.global_step + 1, inputs, list(segments), list(scores), rescaled)
             )
 
-    def _log_rescaling(self, rescaled: RescaledAdvantages, counts: Tensor) -> None:
-        f = rescaled.factors
-        real = torch.arange(f.gamma.shape[1]) < counts[:, None]
-        steps = real & f.touched[:, None]
-        attenuated = f.pos | f.neg
-        metrics = self._metrics["train"]
-        metrics["attnpo/share_rescaled"].append(f.touched.double().mean().item())
-        metrics["attnpo/share_steps_attenuated"].append(
-            (attenuated.sum() / steps.sum()).item() if steps.any() else 0.0
-        )
-        metrics["attnpo/pos_steps"].append(float(f.pos.sum()))
-        metrics["attnpo/neg_steps"].append(float(f.neg.sum()))
-        gammas = f.gamma[attenuated].float()
-        hist = (
-            torch.histc(gammas, bins=GAMMA_BINS, min=0.0, max=1.0)
-            if gammas.numel()
-            else torch.zeros(GAMMA_BINS)
-        )
-        for i, count in enumerate(hist.tolist()):
-            metrics[f"attnpo/gamma_hist/{i / GAMMA_BINS:.1f}"].append(count)
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """TRL's log, with the rescaling metrics of the steps since the last log (`attnpo.step_metrics`)."""
+        if self.model.training:
+            for key, value in rescaling_metrics(self._window).items():
+                self._metrics["train"][key] = [value]
+            self._window = RescalingRecord()
+        super().log(logs, start_time)
