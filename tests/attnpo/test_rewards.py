@@ -31,6 +31,7 @@ from attnpo.rewards import (
     laser_reward,
     laser_targets,
     length_limit_reward,
+    repetitive,
     shorter_better_reward,
     traineff_reward,
 )
@@ -221,3 +222,11 @@ def test_every_group_reward_depends_on_its_group_only(data, step):
                 targets=targets[b : b + 1],
             )
             assert torch.allclose(shuffled[0], whole[b, perm], atol=1e-12), config.kind
+
+
+def test_repetitive_flags_a_run_of_tokens_occurring_count_times():
+    loop = [7, 1, 2, 1, 2, 1, 2, 9]
+    assert repetitive([loop, [1, 2, 3, 1, 2], []], ngram=2, count=3).tolist() == [True, False, False]
+    assert repetitive([loop], ngram=2, count=4).tolist() == [False]
+    assert repetitive([loop], ngram=3, count=2).tolist() == [True]  # 1 2 1 and 2 1 2 overlap
+    assert repetitive([[5, 5, 5]], ngram=1, count=3).tolist() == [True]

@@ -207,8 +207,13 @@ def test_a_checkpoint_a_kill_interrupted_is_skipped(tmp_path):
 def test_train_cli_errors_are_one_line(attnpo_cli, tmp_path):
     code, _, err = attnpo_cli("train", "method.heads.kind=list", "method.heads.heads=[[0,0]]", "group_size=1")
     assert code == 2 and "group_size=1" in err and "Traceback" not in err
-    code, _, err = attnpo_cli("train", "method.rescaling.enabled=false", "method.reward.target_min=2")
-    assert code == 2 and "target_min" in err and "Traceback" not in err
+    code, _, err = attnpo_cli(
+        "train",
+        "method.rescaling.enabled=false",
+        "method.reward.kind=l1_exact",
+        "method.reward.target_min=5000",
+    )
+    assert code == 2 and "target_min=5000 exceeds target_max=4000" in err and "Traceback" not in err
     code, _, err = attnpo_cli("train", "method.rescaling.gamma=2")
     assert code == 2 and "unknown key 'method.rescaling.gamma'" in err
     missing = tmp_path / "none.jsonl"

@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "rescale_advantages": "attnpo.rescaling",
     "RescaledAdvantages": "attnpo.rescaling",
     "AttnPOTrainer": "attnpo.trainer",
+    "rescaling_metrics": "attnpo.step_metrics",
     "TrainConfig": "attnpo.train",
     "run_train": "attnpo.train",
     "VLLMRolloutConfig": "attnpo.vllm_rollout",
