@@ -60,6 +60,8 @@ def test_one_line_errors(tmp_path):
         load_config(MethodConfig, path, ["advantage.kind=grpo", "advantage.scale=batch"]).advantage.scale
         == "batch"
     )
+    resolved = load_config(MethodConfig, path, [])  # a resolved config (every default written) reloads
+    assert load_config(MethodConfig, write(tmp_path, resolved.model_dump(mode="json"))) == resolved
     with pytest.raises(ConfigError, match="rescaling needs heads"):
         load_config(MethodConfig, write(tmp_path, {}))
     with pytest.raises(ConfigError, match="kind=file needs path"):

@@ -1,6 +1,7 @@
 """`attnpo train` on a tiny model that has memorised three answers to one question (two right answers of
 different lengths, one wrong), so groups mix correct and wrong, long and short responses: the trainer's
-token advantages must equal the pure functions' on the very batch, and a resumed run the uninterrupted one."""
+token advantages must equal the pure functions' on the very batch, and a run stopped (or SIGKILLed) and
+resumed must end with the uninterrupted run's weights, metrics and data order."""
 
 from __future__ import annotations
 

@@ -191,7 +191,7 @@ class AdvantageConfig(Config):
 
     @model_validator(mode="after")
     def _scale_is_grpo_only(self) -> AdvantageConfig:
-        if self.kind == "rloo" and "scale" in self.model_fields_set:
+        if self.kind == "rloo" and self.scale != "group":  # the default may stand: resolved configs hold it
             raise ValueError("scale applies to kind=grpo only (RLOO has no std normalisation)")
         return self
 

@@ -43,6 +43,7 @@ import torch
 from accelerate.utils import gather_object
 from torch import Tensor
 from trl import GRPOTrainer
+from trl.trainer.utils import RepeatSampler
 
 from attncore.alignment import decode
 from attncore.attention import AttentionCapture
@@ -93,6 +94,18 @@ def padded_steps(
     return values, spans, counts, answer
 
 
+class EpochSeededSampler(RepeatSampler):
+    """TRL's `RepeatSampler` whose shuffle is a function of (seed, epoch) alone.
+
+    The stock sampler draws each epoch's permutation from one generator seeded once, so a run resumed
+    from a checkpoint (a fresh sampler) replays epoch 0's order in its later epochs; transformers calls
+    `set_epoch` before every epoch, which here reseeds the generator with `seed + epoch`."""
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.shuffle:
+            self.generator.manual_seed((self.seed or 0) + epoch)
+
+
 class AttnPOTrainer(GRPOTrainer):
     """GRPOTrainer with AttnPO's rewards, RLOO advantages and KFH step rescaling (module doc).
 
@@ -133,6 +146,17 @@ class AttnPOTrainer(GRPOTrainer):
         if self.prompt_ids is None:
             return super()._tokenize_prompts(prompts)
         return [list(self.prompt_ids[p]) for p in prompts], None, {}
+
+    def _get_train_sampler(self, dataset: Any = None) -> EpochSeededSampler:
+        """TRL's sampler (prompts repeated G times, batches repeated per generation), reseeded per epoch."""
+        return EpochSeededSampler(
+            data_source=self.train_dataset if dataset is None else dataset,
+            mini_repeat_count=self.num_generations,
+            batch_size=self.args.generation_batch_size // self.num_generations,
+            repeat_count=self.num_iterations * self.args.steps_per_generation,
+            shuffle=self.shuffle_dataset,
+            seed=self.args.seed,
+        )
 
     # --- rewards and outcome advantages -------------------------------------------------------------
 
