@@ -93,7 +93,7 @@ def test_two_processes_give_the_token_advantages_of_one(
     two = tmp_path / "two"
     two.mkdir()
     cfg = train_config(memorised_model[0], problems, tmp_path / "run2", *overrides)
-    (tmp_path / "run2.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    (tmp_path / "run2.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude_unset=True)))
     launch = [
         str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",

@@ -168,7 +168,7 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_run(
     """`attnpo train` in a subprocess, SIGKILLed once its first checkpoint is complete, then rerun."""
     out = tmp_path / "killed"
     cfg = train_config(memorised_model[0], ordered_problems, out, *RESUME_RUN)
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude_unset=True)))
     command = [
         str(Path(sys.executable).parent / "attnpo"),
         "train",

@@ -36,7 +36,7 @@ from attnpo.config import (
 )
 from attnpo.rewards import group_rewards, repetitive
 from attnpo.step_metrics import REDUNDANT
-from attnpo.train import TrainConfig, dataset_rows, grpo_args, training_problems
+from attnpo.train import TrainConfig, dataset_rows, grpo_args, training_problems, with_histograms
 from attnpo.trainer import AttnPOTrainer
 
 G = 4
@@ -343,3 +343,19 @@ def test_l1_targets_come_from_the_row_or_a_seeded_draw(setup, tmp_path):
     assert [r["target_length"] for r in rows] == [777, 777, 777]
     assert rows[0]["prompt"].count("Think for maximum 777 tokens.") == 1
     assert rows[0]["problem"] == problems[0].problem and rows[0]["testbed"]
+
+
+def test_histogram_families_go_to_wandb_as_histograms():
+    import wandb
+
+    row = {
+        "step": 3,
+        "attnpo/accuracy": 0.5,
+        **{f"attnpo/gamma_hist/{e}": c for e, c in ((0.0, 2), (0.5, 1))},
+    }
+    out = with_histograms(row)
+    assert {k: v for k, v in out.items() if k in row} == row
+    hist = out["attnpo/gamma_hist"]
+    assert isinstance(hist, wandb.Histogram)
+    assert list(hist.histogram) == [2, 1] and list(hist.bins) == [0.0, 0.5, 1.0]
+    assert with_histograms({"step": 1, "loss": 0.1}) == {"step": 1, "loss": 0.1}

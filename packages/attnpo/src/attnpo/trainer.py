@@ -304,8 +304,10 @@ class AttnPOTrainer(GRPOTrainer):
                 finally:
                     self._armed = None
         # every process reaches this point once per micro-batch: the whole batch's record
-        for record in gather_object([self._pending]):
-            self._window = self._window.merge(record)
+        records = gather_object([self._pending])
+        if self.model.training:
+            for record in records:
+                self._window = self._window.merge(record)
         return loss
 
     def _get_per_token_logps_and_entropies(self, *args: Any, **kwargs: Any):
