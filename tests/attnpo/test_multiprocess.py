@@ -3,7 +3,8 @@ on CPU (gloo) gives every row the token advantages the same step gets in one pro
 
 Three prompts × G = 4 over two processes put the second group's rows on both (rows 0-5 on rank 0, 6-11
 on rank 1), so its rewards, RLOO baseline and group accuracy must come from the gathered group. Rollout
-seeds follow the global row, so both runs sample the same batch; the test checks that first."""
+seeds follow the global row, so both runs sample the same batch; the test checks that first. The
+rescaling is difficulty-aware, so its γ reads the group accuracy too."""
 
 from __future__ import annotations
 
@@ -79,7 +80,12 @@ def test_two_processes_give_the_token_advantages_of_one(
     memorised_model, question_file, train_config, tmp_path
 ):
     problems = question_file(["5", "5", "6"])
-    overrides = ("steps=1", "save_every=10", f"prompts_per_step={PROMPTS}", f"group_size={G}")
+    overrides = (
+        "steps=1", "save_every=10", f"prompts_per_step={PROMPTS}", f"group_size={G}",
+        # difficulty-aware γ = w·S/S_base + 1 − w, w = p^λ of the gathered group (β = 0 keeps S_base at
+        # |F|/|o|, where this model's steps fall on both sides of it)
+        "method.rescaling.difficulty_aware=true", "method.rescaling.beta=0",
+    )  # fmt: skip
     script = tmp_path / "dump.py"
     script.write_text(DUMP)
 
