@@ -6,8 +6,8 @@ outputs `V_l` that the MoL router reads (§6). Eager attention with `output_atte
 but keeps a (B, H, T, T) probability map per layer for the backward pass.
 
 The scheme. `Cᵀ` (keys × units) is zero outside the K "unit keys" (positions where some unit has
-weight, typically a tenth of the tokens), so `P_h · Cᵀ` needs each head's probabilities on those K
-columns only. For a unit key j,
+weight: 44 of 256 tokens in the benchmark's GSM8K text), so `P_h · Cᵀ` needs each head's
+probabilities on those K columns only. For a unit key j,
 
     P_h[i, j] = m_h[i] · softmax_K(s_h[i, K])[j],    m_h[i] = Σ_{j' ∈ K} P_h[i, j'],
 
@@ -16,18 +16,20 @@ an identity (both sides are exp(s_ij) over a sum of exponentials), so the split 
   value column x_j = [j ∈ K]: its output column is Σ_j P_ij x_j = m_i. The gradient of m through the
   softmax normaliser (which involves every key) is then SDPA's own fused backward; nothing else has to
   see all T keys. The fused CPU kernel needs the query and value widths to match, so q and k get one
-  zero column (q·k is unchanged; the scale is passed explicitly): the layer attends at width D + 1.
+  zero column (q·k is unchanged; the scale is passed explicitly): the layer attends at width D + 1
+  (off the CPU, padded further to a multiple of 8 for the fused kernels' alignment).
 - the softmax over the K unit keys alone is `_UnitKeySoftmax`, a custom autograd function that
   computes (B, H, rows, K) scores in row chunks in forward and recomputes them in backward, saving only
   the query (the very tensor SDPA saves), the gathered unit keys and m. Under a causal mask a chunk of
   rows is scored only against the unit keys some of its rows can see.
-Memory per captured layer: a (B, H, T + 1) slice more in SDPA's saved tensors plus (B, Tq, K) and
-(B, H_kv, K, D) tensors; no (H, T, T) map and no (H, T, K) map outlives a chunk. Time: SDPA at
-width D + 1 plus O(B · H · T · K · D) for the unit-key scores. The mask (padding, sliding windows),
-GQA and causal handling of the layer output are transformers' own SDPA path; the unit-key scores use the
-same mask restricted to the K columns (SDPA's causal rule when the model passes none). On CUDA a
-width of D + 1 may leave the fused kernels for the math kernel, which holds (H, T, T) maps —
-untested here (no GPU).
+Memory per captured layer: one column more in the q, k, v and output that SDPA saves, plus the
+(B, 1, Tq, K) mask over the unit keys, the (B, H_kv, K, D) unit keys and the (B, Tq, K) result; no
+(H, T, T) map, and no (H, T, K) map outlives a chunk. Time: SDPA at width D + 1 plus
+O(B · H · T · K · D) for the unit-key scores, growing with the unit tokens K, not the unit count. The
+mask (padding, sliding windows), GQA and causal handling of the layer output are transformers' own SDPA
+path; the unit-key scores use the same mask restricted to the K columns (SDPA's causal rule when the
+model passes none). Untested on CUDA (no GPU here): a widened head beyond a fused kernel's limit
+(flash's 256, i.e. D = 256) would fall back to the math kernel, which holds (H, T, T) maps.
 
 With attention dropout active (GPT-2 in training), `A_l` is defined by the softmax before dropout, so
 the mass column goes through a second, dropout-free SDPA call; the layer output keeps its dropout.
@@ -61,6 +63,8 @@ from torch import Tensor
 from attncore.attention import SwitchedAttention
 from attncore.errors import UserError
 
+CUDA_WIDTH_MULTIPLE = 8
+"""Off the CPU, the widened head is zero-padded to a multiple of this, for the fused kernels' alignment."""
 ROW_CHUNK = 128
 """Query rows per chunk of unit-key scores: small enough that a causal chunk skips most unseen keys."""
 
@@ -237,8 +241,9 @@ class _StepwisePlan:
             output = _sdpa(module, query, key, value, mask, kw)
             mass = _sdpa(module, query, key, x, mask, {**kw, "dropout": 0.0})[..., 0]
         else:  # q and k widened here, so that SDPA and `_UnitKeySoftmax` save the same query tensor
-            query, wide_key = F.pad(query, (0, 1)), F.pad(key, (0, 1))
-            both = _sdpa(module, query, wide_key, torch.cat([value, x], -1), mask, kw)
+            extra = 1 if query.device.type == "cpu" else 1 + -(head_dim + 1) % CUDA_WIDTH_MULTIPLE
+            query, wide_key = F.pad(query, (0, extra)), F.pad(key, (0, extra))
+            both = _sdpa(module, query, wide_key, torch.cat([value, F.pad(x, (0, extra - 1))], -1), mask, kw)
             output, mass = both[..., :head_dim], both[..., head_dim]
         causal = kw.get("is_causal")
         causal = getattr(module, "is_causal", True) if causal is None else causal
