@@ -24,7 +24,7 @@ from attncore.steps import unscored_reason
 from attnpo.advantages import outcome_advantages
 from attnpo.rescaling import rescale_advantages
 from attnpo.rewards import group_rewards
-from attnpo.train import last_checkpoint, run_train
+from attnpo.train import keep_metrics_until, last_checkpoint, run_train
 from attnpo.trainer import padded_steps
 
 
@@ -192,6 +192,20 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_run(
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert f"resumed from step {killed_at.name.split('-')[1]}" in resumed.stdout
     assert_same_run(out, uninterrupted)
+
+
+def test_a_resumed_run_drops_the_metrics_rows_its_checkpoint_lost(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rows = [json.dumps({"step": s, "loss": s / 10}) for s in (1, 2, 3)]
+    path.write_text("\n".join(rows) + '\n{"step": 4, "lo')  # the kill cut the last line short
+    keep_metrics_until(path, 2)
+    assert path.read_text() == rows[0] + "\n" + rows[1] + "\n"
+    keep_metrics_until(path, 2)  # nothing past the checkpoint: left as it is
+    assert path.read_text() == rows[0] + "\n" + rows[1] + "\n"
+    keep_metrics_until(path, 0)
+    assert path.read_text() == ""
+    keep_metrics_until(tmp_path / "absent.jsonl", 3)
+    assert not (tmp_path / "absent.jsonl").exists()
 
 
 def test_a_checkpoint_a_kill_interrupted_is_skipped(tmp_path):
