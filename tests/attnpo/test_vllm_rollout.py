@@ -11,7 +11,7 @@ import pytest
 import torch
 from tokenizers import processors
 
-from attncore.config import load_config
+from attncore.config import load_config, save_resolved
 from attncore.data import Problem
 from attncore.models import load_tokenizer
 from attncore.prompts import PromptConfig, encode_prompt
@@ -88,6 +88,20 @@ def test_bad_vllm_settings_are_one_line_errors(attnpo_cli, overrides, message):
     code, _, err = attnpo_cli("train", *BASE, *overrides)
     assert code == 2 and message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [[], ["rollout.engine=vllm", "model.device=cuda"],
+     ["rollout.engine=vllm", "model.device=cuda", "rollout.vllm.mode=server", "rollout.vllm.server_port=9000"]],
+)  # fmt: skip
+def test_a_resolved_config_loads_again(overrides, tmp_path):
+    """`config.resolved.yaml` writes every vllm key at its default; the mode checks must accept it."""
+    cfg = load_config(TrainConfig, None, [*BASE, *overrides])
+    path = save_resolved(cfg, tmp_path)
+    again = load_config(TrainConfig, path)
+    assert again == cfg
+    assert again.rollout.vllm.server_port == (9000 if "rollout.vllm.server_port=9000" in overrides else 8000)
 
 
 def test_vllm_where_it_cannot_run_is_refused_before_any_work(attnpo_cli, tmp_path):

@@ -70,7 +70,7 @@ class RolloutConfig(Config):
 
     @model_validator(mode="after")
     def _vllm_section_for_vllm(self) -> RolloutConfig:
-        if self.engine != "vllm" and "vllm" in self.model_fields_set:
+        if self.engine != "vllm" and self.vllm != VLLMRolloutConfig():  # defaults, as resolving writes them, pass
             raise ValueError(f"the vllm section applies to engine=vllm only (engine is {self.engine})")
         return self
 

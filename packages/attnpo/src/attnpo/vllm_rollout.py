@@ -46,7 +46,9 @@ class VLLMRolloutConfig(Config):
     @model_validator(mode="after")
     def _keys_of_the_mode(self) -> VLLMRolloutConfig:
         other = SERVER_KEYS if self.mode == "colocate" else COLOCATE_KEYS
-        stray = [k for k in other if k in self.model_fields_set]
+        # a key at its default is not stray: a resolved config writes every key and must load again
+        fields = type(self).model_fields
+        stray = [k for k in other if getattr(self, k) != fields[k].default]
         if stray:
             where = "the server's own flags" if self.mode == "server" else "mode=server"
             raise ValueError(f"{', '.join(stray)} do not apply to mode={self.mode} (they belong to {where})")
