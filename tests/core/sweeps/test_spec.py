@@ -7,7 +7,6 @@ import json
 import math
 import random
 import sys
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -141,6 +140,11 @@ def test_valid_for_wandb_but_not_runnable_here_is_one_line(tmp_path):
 # The shipped sweep files and the config each trial's command loads: its parameters must be keys the
 # job accepts, with values it accepts, or every trial would fail on its first line.
 SHIPPED = {
+    "experiments/attnpo/testbed/sweep.yaml": (
+        "attnpo.train",
+        "TrainConfig",
+        "experiments/attnpo/testbed/a2_attnpo.yaml",
+    ),
     "experiments/eval/sweep.yaml": ("attncore.eval.config", "SuiteConfig", "experiments/eval/cpu_suite.yaml"),
     "experiments/testbed/sweep.yaml": (
         "attncore.synthetic.testbed_model",
@@ -172,7 +176,13 @@ def test_shipped_sweep_files_drive_their_jobs(sweep_file, tmp_path):
             node = cfg
             for part in name.split("."):
                 node = getattr(node, part)
-            assert node == pytest.approx(value), f"{name} reached the config as {node!r}, not {value!r}"
+            if isinstance(value, str) and isinstance(yaml.safe_load(value), dict):  # a whole section
+                section = yaml.safe_load(value)
+                assert node.model_dump(include=set(section)) == section, (
+                    f"{name} reached the config as {node!r}"
+                )
+            else:
+                assert node == pytest.approx(value), f"{name} reached the config as {node!r}, not {value!r}"
 
 
 def test_grid_values_follow_wandb():
@@ -310,15 +320,30 @@ def _testbed_reported_keys() -> dict[str, float]:
     return _flat_figures("testbed", {"training": {"train_loss": 0.7}, "evaluation": evaluation.as_dict()})
 
 
+def _attnpo_reported_keys(tmp_path: Path) -> dict[str, float]:
+    """The summary `attnpo train` reports after its held-out evaluation, with a starting model's as AES
+    baseline (accuracy 0.5 -> 0.5, completion tokens 200 -> 150: AES = 0.25 + 3 * 0)."""
+    from attncore.synthetic.evaluation import TestbedEvaluation
+    from attnpo.train import EVALUATION, HeldOutConfig, held_out_figures
+
+    def figures(accuracy: float, completion: float) -> str:
+        return json.dumps(TestbedEvaluation(100, accuracy, 0.9, 0.3, 120.0, completion, 0.0, {}).as_dict())
+
+    (tmp_path / EVALUATION).write_text(figures(0.5, 150.0))
+    (tmp_path / "start.json").write_text(figures(0.5, 200.0))
+    return held_out_figures(HeldOutConfig(baseline=str(tmp_path / "start.json")), None, tmp_path, False)
+
+
 @pytest.mark.parametrize(
     ("sweep_file", "reported", "expected"),
     [
-        ("experiments/eval/sweep.yaml", eval_reported_keys, 0.5),
-        ("experiments/testbed/sweep.yaml", _testbed_reported_keys, 0.5),
-        ("experiments/cotattn/testbed/sweep.yaml", partial(eval_reported_keys, "testbed", "synthetic"), 0.5),
+        ("experiments/attnpo/testbed/sweep.yaml", _attnpo_reported_keys, 0.25),
+        ("experiments/eval/sweep.yaml", lambda _: eval_reported_keys(), 0.5),
+        ("experiments/testbed/sweep.yaml", lambda _: _testbed_reported_keys(), 0.5),
+        ("experiments/cotattn/testbed/sweep.yaml", lambda _: eval_reported_keys("testbed", "synthetic"), 0.5),
     ],
 )
-def test_shipped_sweep_metric_is_a_key_its_job_reports(sweep_file, reported, expected):
+def test_shipped_sweep_metric_is_a_key_its_job_reports(sweep_file, reported, expected, tmp_path):
     spec = load_sweep(REPO / sweep_file)
     assert spec.metric is not None
-    assert reported()[spec.metric.name] == pytest.approx(expected)
+    assert reported(tmp_path)[spec.metric.name] == pytest.approx(expected)

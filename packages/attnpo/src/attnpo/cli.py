@@ -94,5 +94,61 @@ def train(
     typer.echo(f"outputs: {result.out}")
 
 
+@app.command("view")
+def view(
+    run: Annotated[
+        Path, typer.Argument(help="An `attnpo train` output folder trained with log_rescaled=true.")
+    ],
+    step: Annotated[
+        int | None, typer.Option("--step", help="Training step (default: the last with attenuated steps).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="HTML file (default: RUN/rescaled/view-step-N.html).")
+    ] = None,
+):
+    """One rescaled response as HTML: each step shaded by its factor gamma, with its KFH score against the
+    baseline and, on testbed problems, the oracle's label (the response with the most attenuated steps)."""
+    from attnpo.rescaled_log import read_rescaled
+    from attnpo.rescaled_view import pick_response, render_response
+
+    row = pick_response(read_rescaled(run), step)
+    path = out if out is not None else run / "rescaled" / f"view-step-{row['step']}.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_response(row))
+    pos = sum(s["pos"] for s in row["steps"])
+    neg = sum(s["neg"] for s in row["steps"])
+    typer.echo(
+        f"step {row['step']}: {len(row['steps'])} steps, {pos} attenuated by Pos-Adv, {neg} by Neg-Adv -> {path}"
+    )
+
+
+@app.command("report")
+def report(
+    experiment: Annotated[
+        Path, typer.Argument(help="Experiment folder: one subfolder per arm (and start/).")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Report folder (default: EXPERIMENT/report).")
+    ] = None,
+    reference: Annotated[
+        str, typer.Option("--reference", help="Arm the thinking tokens are compared with.")
+    ] = "a1_traineff",
+    start: Annotated[
+        str | None,
+        typer.Option("--start", help="Starting model's row from a built testbed model (name or folder)."),
+    ] = None,
+):
+    """Table of every arm's held-out figures (accuracy with its 95% interval, thinking tokens, oracle
+    redundant share, well-formed rate, attenuated steps) and curves of length and accuracy vs step."""
+    from attnpo.rl_report import write_report
+
+    folder = out if out is not None else experiment / "report"
+    table, curves = write_report(experiment, folder, reference, start)
+    typer.echo(table)
+    typer.echo(
+        f"report: {folder / 'report.md'}" + (f", curves: {curves}" if curves else ", no curves logged yet")
+    )
+
+
 def main() -> None:
     run_app(app)

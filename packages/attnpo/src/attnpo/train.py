@@ -2,7 +2,9 @@
 
 Writes into `out`: `config.resolved.yaml`, `checkpoints/checkpoint-N/` (model, optimizer, scheduler,
 RNG states, trainer state; TRL/transformers' own format), `metrics.jsonl` (one line per logged step),
-`final/` (the trained model and tokenizer) and `summary.json`. A rerun with the same `out` continues from
+`final/` (the trained model and tokenizer) and `summary.json`; with `log_rescaled`, `rescaled/` (each
+step's rescaled responses, `attnpo.rescaled_log`); with an `evaluation` section, `evaluation.json` and
+`evaluation.rollouts.jsonl` (the final model on held-out testbed problems). A rerun with the same `out` continues from
 the last checkpoint with the same data order and random state.
 
 A resumed run first drops the rows of `metrics.jsonl` past its checkpoint (steps a kill lost), so the
@@ -33,25 +35,29 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from attncore.config import Config, OutputPath, save_resolved
+from attncore.config import Config, OutputPath, Threads, save_resolved
 from attncore.data import DataConfig, Problem, load_problems_or_bundled, read_rows
 from attncore.errors import UserError
-from attncore.models import ModelConfig
+from attncore.models import LoadedModel, ModelConfig
 from attncore.prompts import PromptConfig, encode_prompt
 from attncore.steps import StepSegmenterConfig
 from attncore.synthetic.dataset import SOURCE as SYNTHETIC
+from attncore.synthetic.testbed_model import EvaluationConfig
 from attncore.tracking import Tracker, TrackingConfig
 from attnpo.config import LengthTargetReward, MethodConfig
+from attnpo.rescaled_log import RescaledLog
 from attnpo.vllm_rollout import VLLMRolloutConfig, grpo_vllm_args, require_vllm_gpu
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
 TARGET_LENGTH = "target_length"
+EVALUATION = "evaluation.json"
+EVALUATION_ROLLOUTS = "evaluation.rollouts.jsonl"
 
 
 class TrainDataConfig(Config):
     """Training problems: a row file (`file`: JSON lines or Parquet with id, problem or question, and
-    answer columns) or a benchmark split (`benchmark`)."""
+    answer columns) or a benchmark split (`benchmark`; name `synthetic` generates testbed problems)."""
 
     file: str | None = None
     benchmark: DataConfig = Field(default_factory=lambda: DataConfig(name="gsm8k", split="train"))
@@ -91,6 +97,18 @@ class GradingSection(Config):
     timeout_s: float = Field(5.0, gt=0)
 
 
+class HeldOutConfig(Config):
+    """Held-out evaluation of the final model on testbed problems (`attncore.synthetic.evaluation`:
+    accuracy, well-formed rate, thinking tokens, oracle redundant share), written into `out` as
+    `evaluation.json` and `evaluation.rollouts.jsonl`. `baseline` names the starting model's evaluation on
+    the same problems (an `evaluation.json`, or a built testbed model whose build evaluated it:
+    `evaluation_figures`): AES against it (completion tokens as the length, attnpo-spec §9) is reported
+    too."""
+
+    testbed: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    baseline: str | None = None
+
+
 class TrainConfig(Config):
     """One RL run: model, data, method (reward, advantage, rescaling, heads), rollouts, optimizer."""
 
@@ -110,6 +128,9 @@ class TrainConfig(Config):
     steps: int = Field(100, ge=1)
     save_every: int = Field(20, ge=1)
     seed: int = 0
+    threads: Threads = None
+    log_rescaled: bool = Field(False, description="log each step's rescaled responses (attnpo.rescaled_log)")
+    evaluation: HeldOutConfig | None = None
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     out: OutputPath = "runs/attnpo"
     overwrite: bool = False
@@ -300,6 +321,7 @@ def last_checkpoint(out: Path) -> Path | None:
 def run_train(cfg: TrainConfig, progress: bool = True, on_step_batch: Callable | None = None) -> TrainResult:
     """Train `cfg` into `cfg.out`, resuming from its last checkpoint when one exists."""
     import datasets
+    import torch
     from transformers import TrainerCallback
 
     from attncore.grading import Grader
@@ -309,6 +331,8 @@ def run_train(cfg: TrainConfig, progress: bool = True, on_step_batch: Callable |
 
     if cfg.rollout.engine == "vllm":
         require_vllm_gpu()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     main_process = int(os.environ.get("RANK", "0")) == 0
     if cfg.overwrite and out.exists() and main_process:
@@ -347,6 +371,16 @@ def run_train(cfg: TrainConfig, progress: bool = True, on_step_batch: Callable |
             if tracker.run is not None:
                 tracker.log(with_histograms(row), step=state.global_step)
 
+    hooks = [h for h in (on_step_batch,) if h is not None]
+    if cfg.log_rescaled:
+        by_id = {p.id: p for p in problems}
+        by_prompt = {tuple(prompt_ids[r["prompt"]]): by_id[r["problem_id"]] for r in rows}
+        hooks.append(RescaledLog(out, by_prompt, tok))
+
+    def step_batch(trainer, batch) -> None:
+        for hook in hooks:
+            hook(trainer, batch)
+
     resume = last_checkpoint(out)
     if main_process:
         keep_metrics_until(metrics_path, _step_of(resume))
@@ -362,13 +396,19 @@ def run_train(cfg: TrainConfig, progress: bool = True, on_step_batch: Callable |
             heads=heads,
             segmenter=cfg.segmenter,
             grader=grader,
-            on_step_batch=on_step_batch,
+            on_step_batch=step_batch if hooks else None,
             prompt_ids=prompt_ids,
         )
         trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
         if trainer.accelerator.is_main_process:
             trainer.save_model(str(out / "final"))
-    tracker.summary({k: v for k, v in last.items() if k != "step"})
+    final = {k: v for k, v in last.items() if k != "step"}
+    if cfg.evaluation is not None and trainer.accelerator.is_main_process:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        final.update(
+            held_out_figures(cfg.evaluation, LoadedModel(model, tok, loaded.name, str(out)), out, progress)
+        )
+    tracker.summary(final)
     tracker.finish()
     summary = {"steps": trainer.state.global_step, "resumed_from": _step_of(resume), "last": last}
     if main_process:
@@ -416,6 +456,64 @@ def with_histograms(row: dict[str, float]) -> dict[str, Any]:
         counts = np.array([c for _, c in bins])
         out[name] = wandb.Histogram(np_histogram=(counts, np.array([*edges, edges[-1] + width])))
     return out
+
+
+def evaluation_figures(ref: str | Path) -> tuple[dict[str, Any], Path | None] | None:
+    """The figures of a held-out testbed evaluation and its rollouts file (None when absent): `ref` is an
+    `evaluation.json`, a folder holding one, or a built testbed model (name or folder: its build's
+    evaluation, `testbed.results.json` and `testbed.rollouts.jsonl`). None when there is none."""
+    from attncore.models import resolve_model_source
+
+    path = Path(ref).expanduser()
+    if path.is_file():
+        return json.loads(path.read_text()), None
+    if (path / EVALUATION).is_file():
+        rollouts = path / EVALUATION_ROLLOUTS
+        return json.loads((path / EVALUATION).read_text()), rollouts if rollouts.is_file() else None
+    try:
+        folder = Path(resolve_model_source(str(ref))[0])
+    except UserError:
+        return None
+    results = folder / "testbed.results.json"
+    if not results.is_file() or "evaluation" not in json.loads(results.read_text()):
+        return None
+    rollouts = folder / "testbed.rollouts.jsonl"
+    return json.loads(results.read_text())["evaluation"], rollouts if rollouts.is_file() else None
+
+
+def held_out_figures(cfg: HeldOutConfig, loaded: LoadedModel, out: Path, progress: bool) -> dict[str, float]:
+    """Evaluate the trained model (once: a rerun reads `evaluation.json` back) and return its figures as
+    summary keys `testbed/evaluation/<figure>` (the testbed recipe's keys), with `aes` when the baseline
+    evaluation exists."""
+    import torch
+
+    from attncore.eval.metrics import aes
+    from attncore.synthetic.evaluation import evaluate_testbed
+
+    path = out / EVALUATION
+    if not path.is_file():
+        loaded.model.eval()
+        with torch.no_grad():
+            figures = evaluate_testbed(
+                loaded, cfg.testbed, progress=progress, rollouts_out=out / EVALUATION_ROLLOUTS
+            ).as_dict()
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(figures, indent=1))
+        tmp.replace(path)
+    figures = json.loads(path.read_text())
+    base = None if cfg.baseline is None else evaluation_figures(cfg.baseline)
+    if base is not None:
+        figures["aes"] = aes(
+            figures["accuracy"],
+            figures["mean_completion_tokens"],
+            base[0]["accuracy"],
+            base[0]["mean_completion_tokens"],
+        )
+    return {
+        f"testbed/evaluation/{k}": v
+        for k, v in figures.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
 
 
 def _step_of(checkpoint: Path | None) -> int:

@@ -227,14 +227,30 @@ def train_model(
     config: Path | None = CONFIG_OPTION,
     overrides: list[str] | None = OVERRIDES_ARGUMENT,
     skip_eval: Annotated[bool, typer.Option("--skip-eval", help="Train and save only.")] = False,
+    if_missing: Annotated[
+        bool,
+        typer.Option(
+            "--if-missing", help="Do nothing when the cache holds the model built from this recipe."
+        ),
+    ] = False,
 ) -> None:
     """Fine-tune the testbed's mini reasoning model (default: `testbed-mini` from SmolLM2-135M), save it in
     the cache under its name, then evaluate it on held-out problems. Resumes an interrupted run."""
-    from attncore.models import load_model
+    from attncore.models import CACHE_MARKER, is_complete_cache, load_model
+    from attncore.paths import built_model_dir
     from attncore.synthetic.evaluation import evaluate_testbed
-    from attncore.synthetic.testbed_model import TestbedModelConfig, train
+    from attncore.synthetic.testbed_model import TestbedModelConfig, config_hash, train
 
     cfg = config_from_cli(TestbedModelConfig, config, overrides)
+    built = built_model_dir(cfg.name)
+    if (
+        if_missing
+        and is_complete_cache(built)
+        and json.loads((built / CACHE_MARKER).read_text()).get("recipe") == config_hash(cfg)
+        and (skip_eval or (built / "testbed.results.json").is_file())
+    ):
+        typer.echo(f"{cfg.name} is built from this recipe: {built}")
+        return
     figures = train(cfg)
     typer.echo(
         f"trained {cfg.name}: {figures['examples']} examples, {figures['optimizer_steps']} steps, "
