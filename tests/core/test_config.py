@@ -157,6 +157,7 @@ def shipped_config_class(path: Path) -> type[Config]:
     from attncore.store.config import ExtractConfig
     from attncore.synthetic.testbed_model import TestbedModelConfig
     from attnpo.find_heads import FindHeadsConfig
+    from attnpo.train import TrainConfig as AttnPOTrainConfig
     from cotattn.config import RationalesConfig, TeacherTargetsConfig, TrainConfig
 
     relative = path.relative_to(EXPERIMENTS)
@@ -164,14 +165,15 @@ def shipped_config_class(path: Path) -> type[Config]:
         stages = {"rationales": RationalesConfig, "teacher": TeacherTargetsConfig, "train": TrainConfig}
         return SuiteConfig if path.stem.split("_")[0] == "eval" else stages[path.stem.split("_")[0]]
     if relative.parts[0] == "attnpo" and path.stem in ("train", "validation"):  # an 8-GPU recipe folder
-        from attnpo.train import TrainConfig as AttnPOTrainConfig
-
         return AttnPOTrainConfig if path.stem == "train" else SuiteConfig
+    if relative.parts[:2] == ("attnpo", "quickstart"):  # one config per stage, named by the stage
+        return FindHeadsConfig if path.stem == "heads" else AttnPOTrainConfig
     folders = {
         "attention": ExtractConfig,
         "eval": SuiteConfig,
         "testbed": TestbedModelConfig,
         "attnpo/heads": FindHeadsConfig,
+        "attnpo/testbed": AttnPOTrainConfig,
     }
     return folders[str(path.parent.relative_to(EXPERIMENTS))]
 
