@@ -84,7 +84,7 @@ def test_shipped_quickstart_evaluates_as_the_micro_build_did():
     heads = load_config(FindHeadsConfig, FOLDER / "heads.yaml")
     assert train.evaluation.testbed.model_dump() == micro.evaluation.model_dump()
     assert train.model.name == heads.model.name == micro.name == "testbed-micro"
-    assert train.method.rescaling.curriculum_steps == train.steps and train.log_rescaled
+    assert train.method.rescaling.curriculum_steps == 0 and train.log_rescaled
     assert (
         heads.probe.synthetic.problem
         == train.data.benchmark.synthetic.problem
