@@ -230,7 +230,7 @@ def plot_curves(arms: list[ArmFigures], path: Path) -> Path | None:
         for arm in trained:
             points = arm.curves.get(key, [])
             if points:
-                ax.plot(*zip(*points, strict=True), label=arm.name, linewidth=1.2)
+                ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=arm.name, linewidth=1.2)
         ax.set_xlabel("training step")
         ax.set_ylabel(label)
         ax.set_title(f"training rollouts: {label}")
@@ -257,8 +257,8 @@ def plot_positions(arms: list[ArmFigures], path: Path) -> Path | None:
         ax = fig.add_subplot(1, len(shown), i + 1)
         for name, values in arm.positions.items():
             if values:
-                counts, _ = np.histogram(values, bins=edges)
-                ax.step(edges[:-1], counts / counts.sum(), where="post", label=f"{name} ({len(values)})")
+                share = np.histogram(values, bins=edges)[0] / len(values)
+                ax.step(edges, np.append(share, share[-1]), where="post", label=f"{name} ({len(values)})")
         ax.set_xlabel("relative position in the thinking")
         ax.set_ylabel("share of the steps")
         ax.set_title(arm.name)
