@@ -26,7 +26,10 @@ NUMBER_PATTERN = r"\d+(?:[.,]\d+)*"
 
 
 class CriticalConfig(Config):
-    """Which units count: numbers (math) and/or listed keywords (CSQA).
+    """Which units count: numbers (math) and/or keywords (CSQA).
+
+    `listed_keywords=True` (CSQA) makes each example's units the keywords it lists itself (the
+    teacher's list, stored with its rationale) plus `keywords`, instead of numbers: `for_example`.
 
     `keyword_units="occurrence"` gives one unit per match in text order (the default);
     `"keyword"` gives one unit per keyword, gathering all its matches, ordered by first match.
@@ -38,6 +41,7 @@ class CriticalConfig(Config):
     keywords: list[str] = Field(default_factory=list)
     keyword_units: Literal["occurrence", "keyword"] = "occurrence"
     ignore_case: bool = True
+    listed_keywords: bool = False
 
     @field_validator("number_pattern")
     @classmethod
@@ -54,6 +58,14 @@ class CriticalConfig(Config):
         if any(not k.strip() for k in keywords):
             raise ValueError("keywords must not be blank")
         return keywords
+
+    def for_example(self, listed: Sequence[str]) -> CriticalConfig:
+        """The rules for one example that lists `listed` as its keywords: itself unless
+        `listed_keywords`, else keyword units only (`keywords` then the listed ones)."""
+        if not self.listed_keywords:
+            return self
+        keywords = [*self.keywords, *(k for k in listed if k not in self.keywords)]
+        return self.model_copy(update={"numbers": False, "keywords": keywords})
 
 
 @dataclass(frozen=True)

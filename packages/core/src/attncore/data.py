@@ -181,6 +181,21 @@ def _mmlu(row: dict[str, Any], index: int, source: str) -> Problem:
     )
 
 
+def _commonsenseqa(row: dict[str, Any], index: int, source: str) -> Problem:
+    """CommonsenseQA in the hub's layout (`question`, `choices: {label, text}`, `answerKey`) or the
+    original release's (`question: {stem, choices: [{label, text}]}`); the options keep their letters."""
+    question = _first(row, "question")
+    if isinstance(question, dict):
+        stem, choices = str(_first(question, "stem")), question["choices"]
+        labelled = [(str(c["label"]), str(c["text"])) for c in choices]
+    else:
+        stem, choices = str(question), _first(row, "choices")
+        labelled = list(zip(map(str, choices["label"]), map(str, choices["text"]), strict=True))
+    options = "\n".join(f"{label}) {text}" for label, text in labelled)
+    gold = str(_first(row, "answerKey")).strip().upper()
+    return Problem(f"{source}/{row.get('id', index)}", f"{stem.strip()}\n\n{options}", gold, source)
+
+
 class _PlainDataUnpickler(pickle.Unpickler):
     """Unpickles strings, numbers, lists and dicts only: a data file must not run code on load."""
 
@@ -261,6 +276,11 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     ),
     "svamp": BenchmarkSpec({"test": "benchmarks/svamp/test.jsonl"}, _svamp, "ChilleD/SVAMP"),
     "asdiv": BenchmarkSpec({"test": "benchmarks/asdiv/test.jsonl"}, _asdiv, "EleutherAI/asdiv"),
+    "commonsenseqa": BenchmarkSpec(
+        {"train": "train/commonsenseqa/train.jsonl", "validation": "benchmarks/commonsenseqa/validation.jsonl"},
+        _commonsenseqa,
+        "tau/commonsense_qa",
+    ),
     "gpqa_diamond": BenchmarkSpec({}, _gpqa, "Idavidrein/gpqa", "gpqa_diamond", hub_splits={"test": "train"}),
     "mmlu": BenchmarkSpec({}, _mmlu, "cais/mmlu", "all"),
     # `v6`: the problems added in release v6 (test6.jsonl); `release_v6`: every problem up to v6.

@@ -144,6 +144,10 @@ class TrainConfig(Config):
 
 
 GUIDED_HINT = "The correct answer is {answer}. Explain step by step how to reach it."
+KEYWORDS_REQUEST = (
+    "Before the answer, list 3 to 8 keywords of the question on one line in the form "
+    "'Keywords: word, word, ...'."
+)
 
 
 class RationalesConfig(Config):
@@ -153,12 +157,18 @@ class RationalesConfig(Config):
     `#### N` answer line by default). Phase 2 prompts the phase-1 failures again with the gold answer
     appended to the question (`guided_hint`, `{answer}` is replaced). A rationale is kept only when its
     graded answer equals the gold. The default data is SVAMP's fixed training split (800 of 1000).
+
+    `keywords` (CSQA, spec §3): both phases also ask for the question's keywords (`keywords_request`,
+    after the question) in the same call; the `Keywords:` line is parsed out of the rationale and
+    stored beside it (`cotattn.rationales.parse_keywords`).
     """
 
     teacher: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig(name="svamp", split="train800")
     prompt: PromptConfig = PromptConfig(template="plain")
     guided_hint: str = GUIDED_HINT
+    keywords: bool = False
+    keywords_request: str = KEYWORDS_REQUEST
     sampling: SamplingConfig = SamplingConfig(max_tokens=256)
     engine: Literal["auto", "hf", "vllm"] = "auto"
     batch_size: int = Field(8, ge=1, description="sequences the HF engine decodes together")

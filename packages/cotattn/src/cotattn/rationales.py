@@ -5,11 +5,13 @@ Phase 2 (`out/phase2`): the phase-1 failures, the question followed by the gold-
 resumable rollout stores; phase 2's problems follow from phase 1's grades, so a rerun rebuilds the same
 list. `out/rationales.jsonl` holds the kept items (graded correct), each with its provenance: teacher,
 phase, rendered prompt, seed and rollout id; `cotattn teacher-targets` and `cotattn train` read it.
+With `keywords` (CSQA) each row also holds the keywords the teacher listed in the same call.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,33 @@ from cotattn.config import RationalesConfig
 PHASES = ("phase1", "phase2")
 RATIONALES_NAME = "rationales.jsonl"
 SUMMARY_NAME = "rationales_summary.json"
+
+
+KEYWORDS_LINE = re.compile(r"^[ \t*]*keywords?[ \t*]*:(.*)(?:\n|$)", re.IGNORECASE | re.MULTILINE)
+"""The teacher's keyword line (`Keywords: a, b`, markdown bold allowed); the last one counts."""
+
+
+def parse_keywords(text: str) -> tuple[str, list[str] | None]:
+    """The rationale without its keyword line, and the keywords listed there (comma- or semicolon-
+    separated, quotes and trailing periods stripped, repeats dropped ignoring case).
+
+    No `Keywords:` line gives None, a line naming no keyword gives []: the example is kept either way
+    (both cross-entropies train on it) and, having no keyword units, skips L_att."""
+    matches = list(KEYWORDS_LINE.finditer(text))
+    if not matches:
+        return text.strip(), None
+    line = matches[-1]
+    keywords: list[str] = []
+    for item in re.split(r"[,;]", line.group(1)):
+        word = item.strip().strip("\"'`*.").strip()
+        if word and word.lower() not in {k.lower() for k in keywords}:
+            keywords.append(word)
+    return (text[: line.start()] + text[line.end() :]).strip(), keywords
+
+
+def with_request(problem: Problem, request: str) -> Problem:
+    """The problem with the keyword request after its question."""
+    return replace(problem, problem=f"{problem.problem}\n\n{request}")
 
 
 def guided_problem(problem: Problem, hint: str) -> Problem:
@@ -55,12 +84,16 @@ def _graded(folder: Path) -> dict[str, Rollout]:
     return {r.problem_id: r for r in RolloutStore.open_existing(folder).read()}
 
 
-def kept_row(rollout: Rollout, question: str, phase: int, teacher: str) -> dict[str, Any]:
-    """A kept rationale with its provenance (the question is the original one in both phases)."""
-    return {
+def kept_row(
+    rollout: Rollout, question: str, phase: int, teacher: str, keywords: bool = False
+) -> dict[str, Any]:
+    """A kept rationale with its provenance (the question is the original one in both phases); with
+    `keywords`, the keyword line moves from the rationale to the row's `keywords`."""
+    rationale, listed = parse_keywords(rollout.text) if keywords else (rollout.text.strip(), None)
+    row = {
         "id": rollout.problem_id,
         "problem": question,
-        "rationale": rollout.text.strip(),
+        "rationale": rationale,
         "answer": rollout.gold,
         "phase": phase,
         "teacher": teacher,
@@ -68,6 +101,9 @@ def kept_row(rollout: Rollout, question: str, phase: int, teacher: str) -> dict[
         "seed": rollout.seed,
         "rollout_id": rollout.rollout_id,
     }
+    if keywords:
+        row["keywords"] = listed
+    return row
 
 
 def run_rationales(cfg: RationalesConfig, progress: bool = True) -> dict[str, Any]:
@@ -79,9 +115,10 @@ def run_rationales(cfg: RationalesConfig, progress: bool = True) -> dict[str, An
     save_resolved(cfg, out)
     first = _phase_config(cfg, PHASES[0])
     engine = build_engine(first)
-    run_rollouts(first, progress=progress, engine=engine, problems=problems)
+    asked = [with_request(p, cfg.keywords_request) for p in problems] if cfg.keywords else problems
+    run_rollouts(first, progress=progress, engine=engine, problems=asked)
     phase1 = _graded(out / PHASES[0])
-    failed = [p for p in problems if not phase1[p.id].extra.get("correct")]
+    failed = [p for p in asked if not phase1[p.id].extra.get("correct")]
     second = _phase_config(cfg, PHASES[1])
     phase2: dict[str, Rollout] = {}
     if failed:
@@ -93,7 +130,7 @@ def run_rationales(cfg: RationalesConfig, progress: bool = True) -> dict[str, An
         for phase, graded in ((1, phase1), (2, phase2)):
             rollout = graded.get(problem.id)
             if rollout is not None and rollout.extra.get("correct"):
-                rows.append(kept_row(rollout, problem.problem, phase, cfg.teacher.name))
+                rows.append(kept_row(rollout, problem.problem, phase, cfg.teacher.name, cfg.keywords))
                 break
     write_rows(rows, out / RATIONALES_NAME)
     summary = {
@@ -104,5 +141,8 @@ def run_rationales(cfg: RationalesConfig, progress: bool = True) -> dict[str, An
         "kept_phase2": sum(r["phase"] == 2 for r in rows),
         "kept": len(rows),
     }
+    if cfg.keywords:
+        summary["kept_without_keyword_line"] = sum(r["keywords"] is None for r in rows)
+        summary["kept_with_no_keyword"] = sum(r["keywords"] == [] for r in rows)
     (out / SUMMARY_NAME).write_text(json.dumps(summary, indent=1))
     return summary

@@ -105,15 +105,17 @@ def student_example(
     task_format: TaskFormat,
     critical: CriticalConfig,
     prefix: list[int] | None = None,
+    keywords: tuple[str, ...] = (),
 ) -> StudentExample:
     """Both task sequences of one example, with the canonical text's layout (module doc).
 
-    `prefix` is the tokenizer's special prefix (`special_prefix(tokenizer)` when None)."""
+    `prefix` is the tokenizer's special prefix (`special_prefix(tokenizer)` when None); `keywords` are
+    the teacher's listed keywords (the units under `critical.listed_keywords`)."""
     prefix = special_prefix(tokenizer) if prefix is None else prefix
     answer_text, answer_start = task_format.answer_text(question, answer)
     answer_task = _task(tokenizer, answer_text, answer_start, prefix)
     prepared = prepare_text(
-        tokenizer, RationaleExample(example_id, question, rationale), task_format.text, critical, prefix
+        tokenizer, RationaleExample(example_id, question, rationale, keywords), task_format.text, critical, prefix
     )
     text, _ = task_format.text.render(question, rationale)
     rationale_task = _task(tokenizer, text, task_format.text.prompt_length(question), prefix)

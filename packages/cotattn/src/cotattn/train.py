@@ -83,6 +83,11 @@ class TrainData:
         return sum(i.teacher is not None for i in self.items)
 
 
+def row_keywords(row: dict[str, Any]) -> tuple[str, ...]:
+    """The keywords a rationales row lists (CSQA rationales; none for math)."""
+    return tuple(row.get("keywords") or ())
+
+
 def build_items(
     cfg: TrainConfig, tokenizer, rows: list[dict[str, Any]], teacher: TeacherTargets | None
 ) -> TrainData:
@@ -95,7 +100,7 @@ def build_items(
         try:
             ex = student_example(
                 tokenizer, str(row["id"]), row["problem"], row["rationale"], str(row["answer"]),
-                cfg.task_format, cfg.critical, prefix,
+                cfg.task_format, cfg.critical, prefix, row_keywords(row),
             )  # fmt: skip
         except UserError:
             data.dropped["text_not_reproduced"] += 1
@@ -124,7 +129,7 @@ def open_teacher(cfg: TrainConfig, rows: list[dict[str, Any]]) -> TeacherTargets
     if not Path(cfg.teacher_targets).is_dir():
         raise UserError(f"teacher targets not found: {cfg.teacher_targets}")
     teacher = TeacherTargets(cfg.teacher_targets, rules_hash(cfg.task_format, cfg.critical))
-    examples = [RationaleExample(str(r["id"]), r["problem"], r["rationale"]) for r in rows]
+    examples = [RationaleExample(str(r["id"]), r["problem"], r["rationale"], row_keywords(r)) for r in rows]
     if teacher.attention.meta["inputs"]["sha256"] != inputs_digest(examples):
         raise UserError(
             f"{cfg.teacher_targets} was computed from other rationales than {cfg.rationales}; "

@@ -186,6 +186,7 @@ def prepare_text(
     to tokens; a text that cannot be used comes back as a skipped record."""
     text, border = text_format.render(example.question, example.rationale)
     spans = tuple(sentence_spans(text, [(0, border), (border, len(text))]))
+    critical = critical.for_example(example.keywords)
     units = tuple(find_critical_units(text, critical))
     skipped = ExampleMatrices(example.id, "skipped", None, text, border, len(prefix), 0)
     if not spans:

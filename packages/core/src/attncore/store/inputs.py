@@ -41,11 +41,13 @@ class ResponseExample:
 
 @dataclass(frozen=True)
 class RationaleExample:
-    """A question and a rationale, read teacher-forced as MoLSAKI's canonical text."""
+    """A question and a rationale, read teacher-forced as MoLSAKI's canonical text; `keywords` are the
+    ones the teacher listed (CSQA), the units under `CriticalConfig.listed_keywords`."""
 
     id: str
     question: str
     rationale: str
+    keywords: tuple[str, ...] = ()
 
 
 Example = ResponseExample | RationaleExample
@@ -140,6 +142,7 @@ def load_rationales(cfg: InputConfig) -> list[RationaleExample]:
                     str(_field(row, ("id", "problem_id"), path, number)),
                     _field(row, ("problem",), path, number),
                     _field(row, ("rationale",), path, number),
+                    tuple(row.get("keywords") or ()),
                 )
             )
     _check_unique(examples, path)
@@ -150,6 +153,9 @@ def inputs_digest(examples: list[Example]) -> str:
     """SHA-256 of every field of every example, in order: the content the store was computed from."""
     digest = hashlib.sha256()
     for example in examples:
-        digest.update(json.dumps(asdict(example), sort_keys=True).encode())
+        fields = asdict(example)
+        if fields.get("keywords") == ():
+            del fields["keywords"]  # examples without keywords digest as before they could have them
+        digest.update(json.dumps(fields, sort_keys=True).encode())
         digest.update(b"\n")
     return digest.hexdigest()
