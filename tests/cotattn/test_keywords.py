@@ -8,12 +8,15 @@ import pytest
 
 from attncore.critical import CriticalConfig, find_critical_units
 from attncore.data import DataConfig, load_problems, read_rows, write_rows
+from attncore.errors import UserError
+from attncore.models import load_tokenizer
 from attncore.rollout.store import RolloutStore
 from attncore.store.extract import PreparedText, prepare_text, special_prefix
 from attncore.store.inputs import RationaleExample
 from attncore.tiny import train_tokenizer
-from cotattn.config import KEYWORDS_REQUEST, RationalesConfig
+from cotattn.config import KEYWORDS_REQUEST, RationalesConfig, TeacherTargetsConfig
 from cotattn.rationales import RATIONALES_NAME, parse_keywords, run_rationales
+from cotattn.teacher_targets import TeacherTargets, run_teacher_targets
 from cotattn.text import TaskFormat, rules_hash, student_example
 
 QUESTION = "Where would you put a fishing rod after using it by the river?\n\nA) garage\nB) River bank"
@@ -23,8 +26,11 @@ LISTED = CriticalConfig(listed_keywords=True)
 
 
 def test_parse_a_well_formed_keyword_line():
-    text = "Rods rust outside.\n**Keywords:** fishing rod, \"river\"; Garage., river, \nThe answer is A."
-    assert parse_keywords(text) == ("Rods rust outside.\nThe answer is A.", ["fishing rod", "river", "Garage"])
+    text = 'Rods rust outside.\n**Keywords:** fishing rod, "river"; Garage., river, \nThe answer is A.'
+    assert parse_keywords(text) == (
+        "Rods rust outside.\nThe answer is A.",
+        ["fishing rod", "river", "Garage"],
+    )
     # The last keyword line counts (an echo of the request earlier does not).
     two = "Keywords: word, word\nA rod.\nKeywords: rod, shed\nThe answer is A."
     assert parse_keywords(two) == ("Keywords: word, word\nA rod.\nThe answer is A.", ["rod", "shed"])
@@ -37,7 +43,7 @@ def test_missing_and_malformed_keyword_lines():
         None,
     )
     # A line that names nothing usable: keywords [] and the line still leaves the rationale.
-    assert parse_keywords("A rod.\nKeywords: , ; \"\" .\nThe answer is A.") == ("A rod.\nThe answer is A.", [])
+    assert parse_keywords('A rod.\nKeywords: , ; "" .\nThe answer is A.') == ("A rod.\nThe answer is A.", [])
     # "keywords" inside a sentence is not a keyword line.
     assert parse_keywords("The keywords: are hidden.") == ("The keywords: are hidden.", None)
 
@@ -67,7 +73,9 @@ def test_teacher_and_student_cut_the_same_keyword_units():
     tok = train_tokenizer()
     prefix = special_prefix(tok)
     fmt = TaskFormat()
-    teacher = prepare_text(tok, RationaleExample("c1", QUESTION, RATIONALE, KEYWORDS), fmt.text, LISTED, prefix)
+    teacher = prepare_text(
+        tok, RationaleExample("c1", QUESTION, RATIONALE, KEYWORDS), fmt.text, LISTED, prefix
+    )
     student = student_example(tok, "c1", QUESTION, RATIONALE, "A", fmt, LISTED, prefix, KEYWORDS)
     assert isinstance(teacher, PreparedText) and student.unit_count == 8
     assert student.alignment_hash == teacher.record.alignment_hash
@@ -95,7 +103,10 @@ def test_commonsenseqa_loads_both_layouts_by_path(tmp_path):
     }
     original = {
         "id": "q2",
-        "question": {"stem": "What flows?", "choices": [{"label": "A", "text": "rock"}, {"label": "B", "text": "river"}]},
+        "question": {
+            "stem": "What flows?",
+            "choices": [{"label": "A", "text": "rock"}, {"label": "B", "text": "river"}],
+        },
         "answerKey": "b",
     }
     write_rows([hub, original], tmp_path / "benchmarks" / "commonsenseqa" / "validation.jsonl")
@@ -122,6 +133,10 @@ CSQA_ROWS = [
 ]
 
 
+QUESTIONS = {
+    "commonsenseqa/validation/c1": "Where do you keep a fishing rod?\n\nA) garage\nB) oven\nC) bathtub",
+    "commonsenseqa/validation/c2": "What do you use to cut paper?\n\nA) spoon\nB) scissors\nC) pillow",
+}
 # A few-shot CoT prompt whose worked example shows the keyword line (as a CSQA run would configure).
 CSQA_PROMPT = {
     "template": "plain",
@@ -159,13 +174,64 @@ def test_rationales_with_keywords(tmp_path, smollm2):
     kept = read_rows(tmp_path / "out" / RATIONALES_NAME)
     for row in kept:
         rollout = generated[(row["id"], row["phase"])]
-        assert rollout.extra["correct"] and (row["rationale"], row["keywords"]) == parse_keywords(rollout.text)
-        assert row["problem"] == next(
-            f"{c['question']}\n\n" + "\n".join(f"{a}) {t}" for a, t in zip(c["choices"]["label"], c["choices"]["text"]))
-            for c in CSQA_ROWS
-            if row["id"].endswith(c["id"])
+        assert rollout.extra["correct"] and (row["rationale"], row["keywords"]) == parse_keywords(
+            rollout.text
         )
+        assert row["problem"] == QUESTIONS[row["id"]]  # the question as loaded, without the request
     assert any(row["keywords"] for row in kept), "the teacher listed keywords for no kept item"
     assert summary["kept"] == len(kept)
     assert summary["kept_without_keyword_line"] == sum(r["keywords"] is None for r in kept)
     assert summary["kept_with_no_keyword"] == sum(r["keywords"] == [] for r in kept)
+
+
+def test_teacher_targets_on_keyword_units(tiny_model_dir, tmp_path):
+    rows = [
+        {"id": "c1", "problem": QUESTION, "rationale": RATIONALE, "answer": "A", "keywords": list(KEYWORDS)},
+        {
+            "id": "c2",
+            "problem": "Where is a rod kept?",
+            "rationale": "In a shed.",
+            "answer": "A",
+            "keywords": None,
+        },
+    ]
+    write_rows(rows, tmp_path / "rationales.jsonl")
+    model_dir = tiny_model_dir("llama")
+    cfg = TeacherTargetsConfig(
+        teacher={"name": str(model_dir), "device": "cpu"},
+        input={"path": str(tmp_path / "rationales.jsonl")},
+        critical=LISTED,
+        out=str(tmp_path / "t"),
+    )
+    summary = run_teacher_targets(cfg, progress=False)
+    assert (summary.examples, summary.with_target) == (2, 1) and summary.skipped == {"no_critical_units": 1}
+    targets = TeacherTargets(tmp_path / "t", rules_hash(TaskFormat(), LISTED))
+    student = student_example(
+        load_tokenizer(str(model_dir)),
+        "c1",
+        QUESTION,
+        RATIONALE,
+        "A",
+        TaskFormat(),
+        LISTED,
+        keywords=KEYWORDS,
+    )
+    # One column per keyword occurrence on the teacher side too, under the student's alignment hash.
+    assert targets.get("c1", student.alignment_hash).target.shape[1] == 8
+    # A student cutting numbers (or no keywords) cannot read these targets.
+    with pytest.raises(UserError, match="rules hash"):
+        TeacherTargets(tmp_path / "t", rules_hash(TaskFormat(), CriticalConfig()))
+    with pytest.raises(UserError, match="alignment hash"):
+        targets.get(
+            "c1",
+            student_example(
+                load_tokenizer(str(model_dir)),
+                "c1",
+                QUESTION,
+                RATIONALE,
+                "A",
+                TaskFormat(),
+                LISTED,
+                keywords=("garage", "river"),
+            ).alignment_hash,
+        )

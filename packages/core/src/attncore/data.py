@@ -277,7 +277,10 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     "svamp": BenchmarkSpec({"test": "benchmarks/svamp/test.jsonl"}, _svamp, "ChilleD/SVAMP"),
     "asdiv": BenchmarkSpec({"test": "benchmarks/asdiv/test.jsonl"}, _asdiv, "EleutherAI/asdiv"),
     "commonsenseqa": BenchmarkSpec(
-        {"train": "train/commonsenseqa/train.jsonl", "validation": "benchmarks/commonsenseqa/validation.jsonl"},
+        {
+            "train": "train/commonsenseqa/train.jsonl",
+            "validation": "benchmarks/commonsenseqa/validation.jsonl",
+        },
         _commonsenseqa,
         "tau/commonsense_qa",
     ),

@@ -115,7 +115,11 @@ def student_example(
     answer_text, answer_start = task_format.answer_text(question, answer)
     answer_task = _task(tokenizer, answer_text, answer_start, prefix)
     prepared = prepare_text(
-        tokenizer, RationaleExample(example_id, question, rationale, keywords), task_format.text, critical, prefix
+        tokenizer,
+        RationaleExample(example_id, question, rationale, keywords),
+        task_format.text,
+        critical,
+        prefix,
     )
     text, _ = task_format.text.render(question, rationale)
     rationale_task = _task(tokenizer, text, task_format.text.prompt_length(question), prefix)
