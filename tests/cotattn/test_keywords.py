@@ -92,6 +92,8 @@ def test_rules_hash_differs_between_number_and_keyword_units():
     keywords = rules_hash(TaskFormat(), LISTED)
     assert numbers != keywords
     assert keywords == rules_hash(TaskFormat(), CriticalConfig(listed_keywords=True))
+    # Number units hash as before the keyword option existed (older teacher targets stay readable).
+    assert "listed_keywords" not in CriticalConfig().rules() and LISTED.rules()["listed_keywords"] is True
 
 
 def test_commonsenseqa_loads_both_layouts_by_path(tmp_path):

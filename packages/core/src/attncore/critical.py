@@ -59,6 +59,14 @@ class CriticalConfig(Config):
             raise ValueError("keywords must not be blank")
         return keywords
 
+    def rules(self) -> dict:
+        """The fields that define the units, as hashed: `listed_keywords` only when on, so hashes
+        recorded before the field existed still hold for number units."""
+        rules = self.model_dump(mode="json")
+        if not self.listed_keywords:
+            del rules["listed_keywords"]
+        return rules
+
     def for_example(self, listed: Sequence[str]) -> CriticalConfig:
         """The rules for one example that lists `listed` as its keywords: itself unless
         `listed_keywords`, else keyword units only (`keywords` then the listed ones)."""
@@ -134,7 +142,7 @@ def alignment_hash(
     student side mean both read the same text cut the same way."""
     payload = {
         "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
-        "rules": config.model_dump(mode="json"),
+        "rules": config.rules(),
         "steps": [list(span) for span in step_spans],
         "units": [[u.label, [list(span) for span in u.spans]] for u in units],
     }

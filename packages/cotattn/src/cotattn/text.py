@@ -50,7 +50,7 @@ def rules_hash(task_format: TaskFormat, critical: CriticalConfig) -> str:
     task format: equal on the teacher's targets and the student's training, or the run is refused."""
     payload = {
         "segmentation": segmentation_meta(task_format.text),
-        "critical": critical.model_dump(mode="json"),
+        "critical": critical.rules(),
         "answer_prefix": task_format.answer_prefix,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

@@ -179,7 +179,7 @@ def store_meta(
         "heads": [list(h) for h in heads] if heads is not None else None,
         "layers": layers,
         "segmentation": segmentation_meta(segmentation),
-        "critical": critical.model_dump(mode="json") if critical is not None else None,
+        "critical": critical.rules() if critical is not None else None,
         "inputs": inputs,
     }
 
@@ -314,7 +314,7 @@ class AttentionStore:
         if segmentation is not None and segmentation_meta(segmentation) != meta["segmentation"]:
             raise _mismatch(store.root, "segmentation", meta["segmentation"], segmentation_meta(segmentation))
         if critical is not None:
-            given = critical.model_dump(mode="json")
+            given = critical.rules()
             if given != meta["critical"]:
                 raise _mismatch(store.root, "critical", meta["critical"], given)
         return store
