@@ -14,10 +14,11 @@ from attncore.rollout.store import RolloutStore
 from attncore.store.extract import PreparedText, prepare_text, special_prefix
 from attncore.store.inputs import RationaleExample
 from attncore.tiny import train_tokenizer
-from cotattn.config import KEYWORDS_REQUEST, RationalesConfig, TeacherTargetsConfig
+from cotattn.config import KEYWORDS_REQUEST, RationalesConfig, TeacherTargetsConfig, TrainConfig
 from cotattn.rationales import RATIONALES_NAME, parse_keywords, run_rationales
 from cotattn.teacher_targets import TeacherTargets, run_teacher_targets
 from cotattn.text import TaskFormat, rules_hash, student_example
+from cotattn.train import build_items, open_teacher, read_rationales
 
 QUESTION = "Where would you put a fishing rod after using it by the river?\n\nA) garage\nB) River bank"
 RATIONALE = "A fishing rod is stored at home. Rivers flood, so a river is no place for a Fishing Rod. The garage holds 2 rods."
@@ -237,3 +238,15 @@ def test_teacher_targets_on_keyword_units(tiny_model_dir, tmp_path):
                 keywords=("garage", "river"),
             ).alignment_hash,
         )
+    # Training reads the keywords from the rationales file: the same inputs digest, the same units.
+    train_cfg = TrainConfig(
+        student={"name": str(model_dir)},
+        rationales=str(tmp_path / "rationales.jsonl"),
+        teacher_targets=str(tmp_path / "t"),
+        critical=LISTED,
+    )
+    train_rows = read_rationales(train_cfg.rationales)
+    data = build_items(
+        train_cfg, load_tokenizer(str(model_dir)), train_rows, open_teacher(train_cfg, train_rows)
+    )
+    assert data.with_attention == 1 and [i.example.unit_count for i in data.items] == [8, 0]

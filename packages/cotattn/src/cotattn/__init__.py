@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "collate": "cotattn.batch",
     "RationalesConfig": "cotattn.config",
     "run_rationales": "cotattn.rationales",
+    "parse_keywords": "cotattn.rationales",
 }
 
 __all__ = sorted(_EXPORTS)
