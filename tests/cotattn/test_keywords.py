@@ -81,10 +81,10 @@ def test_teacher_and_student_cut_the_same_keyword_units():
     assert isinstance(teacher, PreparedText) and student.unit_count == 8
     assert student.alignment_hash == teacher.record.alignment_hash
     assert student.layout.units == teacher.record.unit_tokens
-    # Other keywords give other units and another hash; no keywords give no unit (L_att skipped).
+    # Other keywords give other units and another hash; no (or blank) keywords give no unit (L_att skipped).
     other = student_example(tok, "c1", QUESTION, RATIONALE, "A", fmt, LISTED, prefix, ("garage", "home"))
     assert other.unit_count == 3 and other.alignment_hash != student.alignment_hash
-    none = student_example(tok, "c1", QUESTION, RATIONALE, "A", fmt, LISTED, prefix, ())
+    none = student_example(tok, "c1", QUESTION, RATIONALE, "A", fmt, LISTED, prefix, ("", " "))
     assert none.layout is None and none.skip_reason == "no_critical_units"
 
 
@@ -250,3 +250,7 @@ def test_teacher_targets_on_keyword_units(tiny_model_dir, tmp_path):
         train_cfg, load_tokenizer(str(model_dir)), train_rows, open_teacher(train_cfg, train_rows)
     )
     assert data.with_attention == 1 and [i.example.unit_count for i in data.items] == [8, 0]
+    # A keywords field that is not a list of strings is a one-line error naming the row.
+    write_rows([{**rows[0], "keywords": "river, garage"}], tmp_path / "bad.jsonl")
+    with pytest.raises(UserError, match=r"bad.jsonl: row 1 has keywords that are not a list of strings"):
+        read_rationales(tmp_path / "bad.jsonl")

@@ -69,10 +69,10 @@ class CriticalConfig(Config):
 
     def for_example(self, listed: Sequence[str]) -> CriticalConfig:
         """The rules for one example that lists `listed` as its keywords: itself unless
-        `listed_keywords`, else keyword units only (`keywords` then the listed ones)."""
+        `listed_keywords`, else keyword units only (`keywords` then the listed ones, blanks dropped)."""
         if not self.listed_keywords:
             return self
-        keywords = [*self.keywords, *(k for k in listed if k not in self.keywords)]
+        keywords = [*self.keywords, *(k for k in listed if k.strip() and k not in self.keywords)]
         return self.model_copy(update={"numbers": False, "keywords": keywords})
 
 

@@ -27,7 +27,7 @@ from attncore.errors import UserError
 from attncore.models import load_model, resolve_device
 from attncore.shards import diff_keys
 from attncore.store.extract import special_prefix
-from attncore.store.inputs import RationaleExample, inputs_digest
+from attncore.store.inputs import RationaleExample, inputs_digest, row_keywords
 from attncore.tracking import Tracker
 from cotattn.batch import TrainItem, collate
 from cotattn.config import TrainConfig
@@ -48,7 +48,8 @@ FIELDS = ("id", "problem", "rationale", "answer")
 
 
 def read_rationales(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a rationales file, each with an id, problem, rationale and answer; ids unique."""
+    """Rows of a rationales file, each with an id, problem, rationale and answer; ids unique; `keywords`
+    (CSQA) checked and set on every row (empty when the row lists none)."""
     rows = read_rows(Path(path))
     seen: set[str] = set()
     for number, row in enumerate(rows, 1):
@@ -58,6 +59,7 @@ def read_rationales(path: str | Path) -> list[dict[str, Any]]:
         if str(row["id"]) in seen:
             raise UserError(f"{path}: example id {row['id']!r} occurs twice")
         seen.add(str(row["id"]))
+        row["keywords"] = row_keywords(row, Path(path), number)
     if not rows:
         raise UserError(f"{path} holds no rationales")
     return rows
@@ -83,11 +85,6 @@ class TrainData:
         return sum(i.teacher is not None for i in self.items)
 
 
-def row_keywords(row: dict[str, Any]) -> tuple[str, ...]:
-    """The keywords a rationales row lists (CSQA rationales; none for math)."""
-    return tuple(row.get("keywords") or ())
-
-
 def build_items(
     cfg: TrainConfig, tokenizer, rows: list[dict[str, Any]], teacher: TeacherTargets | None
 ) -> TrainData:
@@ -100,7 +97,7 @@ def build_items(
         try:
             ex = student_example(
                 tokenizer, str(row["id"]), row["problem"], row["rationale"], str(row["answer"]),
-                cfg.task_format, cfg.critical, prefix, row_keywords(row),
+                cfg.task_format, cfg.critical, prefix, row["keywords"],
             )  # fmt: skip
         except UserError:
             data.dropped["text_not_reproduced"] += 1
@@ -129,7 +126,7 @@ def open_teacher(cfg: TrainConfig, rows: list[dict[str, Any]]) -> TeacherTargets
     if not Path(cfg.teacher_targets).is_dir():
         raise UserError(f"teacher targets not found: {cfg.teacher_targets}")
     teacher = TeacherTargets(cfg.teacher_targets, rules_hash(cfg.task_format, cfg.critical))
-    examples = [RationaleExample(str(r["id"]), r["problem"], r["rationale"], row_keywords(r)) for r in rows]
+    examples = [RationaleExample(str(r["id"]), r["problem"], r["rationale"], r["keywords"]) for r in rows]
     if teacher.attention.meta["inputs"]["sha256"] != inputs_digest(examples):
         raise UserError(
             f"{cfg.teacher_targets} was computed from other rationales than {cfg.rationales}; "

@@ -65,6 +65,15 @@ def _field(row: dict[str, Any], names: tuple[str, ...], path: Path, number: int)
     raise UserError(f"{path}: row {number} has no {' or '.join(names)}")
 
 
+def row_keywords(row: dict[str, Any], path: Path, number: int) -> tuple[str, ...]:
+    """The keywords a rationales row lists (CSQA; absent or null: none); anything but a list of strings
+    is an error naming the row."""
+    keywords = row.get("keywords") or []
+    if not isinstance(keywords, list) or not all(isinstance(k, str) for k in keywords):
+        raise UserError(f"{path}: row {number} has keywords that are not a list of strings")
+    return tuple(keywords)
+
+
 def _check_unique(examples: list[Example], path: Path) -> None:
     seen: set[str] = set()
     for example in examples:
@@ -142,7 +151,7 @@ def load_rationales(cfg: InputConfig) -> list[RationaleExample]:
                     str(_field(row, ("id", "problem_id"), path, number)),
                     _field(row, ("problem",), path, number),
                     _field(row, ("rationale",), path, number),
-                    tuple(row.get("keywords") or ()),
+                    row_keywords(row, path, number),
                 )
             )
     _check_unique(examples, path)
