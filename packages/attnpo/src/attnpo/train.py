@@ -327,6 +327,7 @@ def run_train(cfg: TrainConfig, progress: bool = True, on_step_batch: Callable |
     from attncore.grading import Grader
     from attncore.models import load_model
     from attncore.rollout.hf import eos_token_ids
+    from attnpo.progress import use_headline_progress
     from attnpo.trainer import AttnPOTrainer
 
     if cfg.rollout.engine == "vllm":
@@ -399,6 +400,7 @@ def run_train(cfg: TrainConfig, progress: bool = True, on_step_batch: Callable |
             on_step_batch=step_batch if hooks else None,
             prompt_ids=prompt_ids,
         )
+        use_headline_progress(trainer)
         trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
         if trainer.accelerator.is_main_process:
             trainer.save_model(str(out / "final"))
