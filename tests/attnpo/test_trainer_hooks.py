@@ -7,6 +7,7 @@ rescaling metrics logged after a loss forward must be those of the batch the los
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import datasets
@@ -158,18 +159,20 @@ def setup(tiny_model_dir, tmp_path_factory):
     cfg = config()
     batches = []
     with Grader(mode="attnpo", workers=1, timeout_s=5.0) as grader:
-        trainer = AttnPOTrainer(
-            model=loaded.model,
-            args=grpo_args(cfg, 1, progress=False),
-            train_dataset=datasets.Dataset.from_list(rows(cfg)),
-            processing_class=tok,
-            rollout_func=rollout,
-            method=cfg.method,
-            heads=[(1, 0), (3, 2)],
-            segmenter=cfg.segmenter,
-            grader=grader,
-            on_step_batch=lambda _, batch: batches.append(batch),
-        )
+        with warnings.catch_warnings(record=True) as built:
+            warnings.simplefilter("always")
+            trainer = AttnPOTrainer(
+                model=loaded.model,
+                args=grpo_args(cfg, 1, progress=False),
+                train_dataset=datasets.Dataset.from_list(rows(cfg)),
+                processing_class=tok,
+                rollout_func=rollout,
+                method=cfg.method,
+                heads=[(1, 0), (3, 2)],
+                segmenter=cfg.segmenter,
+                grader=grader,
+                on_step_batch=lambda _, batch: batches.append(batch),
+            )
         trainer.model.train()
         trainer.current_gradient_accumulation_steps = 1  # set by TRL's training loop, which these tests skip
         yield {
@@ -180,6 +183,7 @@ def setup(tiny_model_dir, tmp_path_factory):
             "correct": torch.tensor(correct),
             "labels": labels,
             "batches": batches,
+            "warnings": [str(w.message) for w in built],
         }
 
 
@@ -343,6 +347,10 @@ def test_l1_targets_come_from_the_row_or_a_seeded_draw(setup, tmp_path):
     assert [r["target_length"] for r in rows] == [777, 777, 777]
     assert rows[0]["prompt"].count("Think for maximum 777 tokens.") == 1
     assert rows[0]["problem"] == problems[0].problem and rows[0]["testbed"]
+
+
+def test_building_the_trainer_prints_no_rollout_func_notice(setup):
+    assert not [m for m in setup["warnings"] if "rollout_func" in m]
 
 
 def test_histogram_families_go_to_wandb_as_histograms():

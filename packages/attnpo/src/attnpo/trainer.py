@@ -35,6 +35,7 @@ the whole batch of every process:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -133,7 +134,11 @@ class AttnPOTrainer(GRPOTrainer):
         self.grader = grader
         self.on_step_batch = on_step_batch
         self._graded: list[bool] = []
-        super().__init__(*args, reward_funcs=[self.attnpo_correct], **kwargs)
+        with warnings.catch_warnings():
+            # `rollout_func` is how the refill engine plugs in (TRL pinned in uv.lock); TRL's notice that
+            # the hook is experimental would print on every run and tells the user nothing to do
+            warnings.filterwarnings("ignore", message="You are using 'rollout_func'", category=UserWarning)
+            super().__init__(*args, reward_funcs=[self.attnpo_correct], **kwargs)
         self.capture = AttentionCapture(self.accelerator.unwrap_model(self.model))
         self._armed: tuple[Pending, dict[str, Any]] | None = None
         self._oracle = OracleLabels(OracleLabelsConfig())
