@@ -213,7 +213,9 @@ def test_every_group_reward_depends_on_its_group_only(data, step):
             alone = group_rewards(
                 config, correct[b : b + 1], lengths[b : b + 1], global_step=step, targets=targets[b : b + 1]
             )
-            assert torch.equal(alone[0], whole[b]), config.kind
+            # equal up to float64 rounding: a (B, G) reduction may sum in another order than a (1, G) one
+            # (hypothesis found traineff off in the last bit on a 3 x 8 batch)
+            assert torch.allclose(alone[0], whole[b], rtol=0, atol=1e-12), config.kind
             shuffled = group_rewards(
                 config,
                 correct[b : b + 1, perm],
