@@ -140,21 +140,33 @@ def _support(groups: Tensor, what: str) -> tuple[Tensor, Tensor, Tensor]:
     return index, valid, weights
 
 
+def sdpa_causal(module: torch.nn.Module, kw: dict, tq: int) -> bool:
+    """Whether SDPA attends causally when the model passes no mask, as transformers decides: the call's
+    `is_causal`, else the layer's (default True), and only for more than one query."""
+    causal = kw.get("is_causal")
+    causal = getattr(module, "is_causal", True) if causal is None else causal
+    return bool(causal) and tq > 1
+
+
+def unmasked_visible(rows: Tensor, keys: Tensor, causal: bool) -> Tensor:
+    """(..., K) which of the key positions `keys` (K,) each query position in `rows` (...) sees when the
+    model passes no mask: with `causal` (`sdpa_causal`), SDPA's upper-left aligned rule (query i sees keys
+    <= i); without, every key."""
+    if causal:
+        return keys <= rows[..., None]
+    return torch.ones((), dtype=torch.bool, device=keys.device).expand(*rows.shape, len(keys))
+
+
 def _mask_scores(
-    mask: Tensor | None, rows: Tensor, tq: int, tk: int, causal: bool, scores: Tensor
+    mask: Tensor | None, rows: Tensor, tk: int, causal: bool, scores: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Apply the model's attention mask to (B, h, c, Tk) scores of query `rows` (B, c).
 
-    Returns the masked scores and which (B, 1, c, Tk) entries are visible. With no mask, SDPA attends
-    causally (upper-left aligned, all keys for a single query), so the fallback does the same.
+    Returns the masked scores and which (B, 1, c, Tk) entries are visible; with no mask, SDPA's own rule
+    (`unmasked_visible`).
     """
     if mask is None:
-        keys = torch.arange(tk, device=rows.device)
-        if causal and tq > 1:
-            visible = keys[None, None, :] <= rows[:, :, None]
-        else:
-            visible = torch.ones(1, 1, tk, dtype=torch.bool, device=rows.device)
-        visible = visible[:, None].expand(scores.shape[0], 1, -1, -1)
+        visible = unmasked_visible(rows, torch.arange(tk, device=rows.device), causal)[:, None]
         return scores.masked_fill_(~visible, float("-inf")), visible
     if mask.dim() != 4 or mask.shape[1] != 1:
         raise UserError(f"attention capture expects a (B, 1, Tq, Tk) mask, got shape {tuple(mask.shape)}")
@@ -178,7 +190,7 @@ class _LayerScores:
     def __init__(
         self, module, query: Tensor, key: Tensor, mask: Tensor | None, heads: list[int] | None, kw: dict
     ):
-        self.tq, self.tk = query.shape[2], key.shape[2]
+        self.tk = key.shape[2]
         groups = module.num_key_value_groups
         if heads is None:
             self.query, self.key, self.groups = query, key.float(), groups
@@ -191,8 +203,7 @@ class _LayerScores:
         scaling = kw.get("scaling")
         self.scaling = query.shape[-1] ** -0.5 if scaling is None else scaling
         self.softcap = kw.get("softcap")
-        causal = kw.get("is_causal")
-        self.causal = getattr(module, "is_causal", True) if causal is None else causal
+        self.causal = sdpa_causal(module, kw, query.shape[2])
         self.mask = mask
 
     def probs(self, rows: Tensor) -> Tensor:
@@ -204,7 +215,7 @@ class _LayerScores:
         scores.mul_(self.scaling)
         if self.softcap is not None:
             scores.div_(self.softcap).tanh_().mul_(self.softcap)
-        scores, visible = _mask_scores(self.mask, rows, self.tq, self.tk, self.causal, scores)
+        scores, visible = _mask_scores(self.mask, rows, self.tk, self.causal, scores)
         return _row_softmax(scores, visible)
 
 

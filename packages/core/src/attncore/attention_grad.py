@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from attncore.attention import SwitchedAttention
+from attncore.attention import SwitchedAttention, sdpa_causal, unmasked_visible
 from attncore.errors import UserError
 
 CUDA_WIDTH_MULTIPLE = 8
@@ -99,14 +99,12 @@ def _unit_key_bias(
     mask: Tensor | None, keys: Tensor, batch: int, tq: int, causal: bool, dtype: torch.dtype
 ) -> Tensor:
     """Additive (B, 1, Tq, K) mask of the query rows over the unit keys `keys` (K,): the model's mask
-    restricted to those columns, or SDPA's rule when it passes none (causal, upper-left aligned, for
-    more than one query). Hidden entries get the dtype's lowest finite value rather than -inf, so a row
-    that sees no unit key has a finite softmax (its mass m is 0, which zeroes it)."""
+    restricted to those columns, or SDPA's rule when it passes none (`attention.unmasked_visible`).
+    Hidden entries get the dtype's lowest finite value rather than -inf, so a row that sees no unit key
+    has a finite softmax (its mass m is 0, which zeroes it)."""
     lowest = torch.finfo(dtype).min
     if mask is None:
-        rows = torch.arange(tq, device=keys.device)[:, None]
-        visible = keys[None, :] <= rows if causal and tq > 1 else torch.ones_like(keys, dtype=torch.bool)
-        visible = visible.expand(tq, -1)[None, None]
+        visible = unmasked_visible(torch.arange(tq, device=keys.device), keys, causal)[None, None]
     else:
         if mask.dim() != 4 or mask.shape[1] != 1:
             raise UserError(f"the capture expects a (B, 1, Tq, Tk) mask, got shape {tuple(mask.shape)}")
@@ -245,9 +243,7 @@ class _StepwisePlan:
             query, wide_key = F.pad(query, (0, extra)), F.pad(key, (0, extra))
             both = _sdpa(module, query, wide_key, torch.cat([value, F.pad(x, (0, extra - 1))], -1), mask, kw)
             output, mass = both[..., :head_dim], both[..., head_dim]
-        causal = kw.get("is_causal")
-        causal = getattr(module, "is_causal", True) if causal is None else causal
-        bias = _unit_key_bias(mask, self.keys, batch, tq, causal, query.dtype)
+        bias = _unit_key_bias(mask, self.keys, batch, tq, sdpa_causal(module, kw, tq), query.dtype)
         probs = _UnitKeySoftmax.apply(query, key[:, :, self.keys], mass.transpose(1, 2), bias, kw["scaling"])
         self.matrices[layer] = self.steps @ (probs.float() @ self.unit_columns)  # S · Ī · Cᵀ
         return output, None
