@@ -90,19 +90,6 @@ def check_env(args: argparse.Namespace) -> dict[str, Any]:
 # --- capture ------------------------------------------------------------------------------------------
 
 
-def padded_batch(lengths: Sequence[int], vocab: int, seed: int = 0):
-    """Random token ids (ids 5.. avoid special tokens), left-padded, with their mask."""
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    width = max(lengths)
-    ids = torch.randint(5, vocab, (len(lengths), width), generator=gen)
-    mask = torch.zeros(len(lengths), width, dtype=torch.long)
-    for b, n in enumerate(lengths):
-        mask[b, width - n :] = 1
-    return ids, mask
-
-
 def spread_heads(layers: int, heads: int) -> list[tuple[int, int]]:
     """Four (layer, query head) pairs over the first, middle and last layers and both ends of the heads."""
     return sorted({(0, 0), (layers // 2, heads - 1), (layers - 1, heads // 2), (layers - 1, 0)})
@@ -115,6 +102,7 @@ def check_capture(args: argparse.Namespace) -> dict[str, Any]:
         return result("skip", reason)
     from attncore.attention import AttentionCapture, HeadRows
     from attncore.models import ModelConfig, load_model
+    from attncore.tiny import random_padded_batch
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -122,7 +110,7 @@ def check_capture(args: argparse.Namespace) -> dict[str, Any]:
     text = model.config.get_text_config()
     heads = spread_heads(text.num_hidden_layers, text.num_attention_heads)
     lengths = [args.length, args.length * 2 // 3, args.length // 3]
-    ids, mask = padded_batch(lengths, text.vocab_size)
+    ids, mask = random_padded_batch(lengths, text.vocab_size, torch.Generator().manual_seed(0))
     width = ids.shape[1]
     rows = [sorted({*range(width - n, width, max(1, n // 8)), width - 1}) for n in lengths]
     ids, mask = ids.to(args.device), mask.to(args.device)

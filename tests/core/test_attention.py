@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from attncore.attention import AttentionCapture, HeadGroups, HeadMeanBlocks, HeadMeanGroups, HeadRows
 from attncore.errors import UserError
 from attncore.models import load_model
+from attncore.tiny import random_padded_batch
 
 TOL = 1e-5
 ARCHS = ["llama", "qwen2", "qwen3", "gemma3"]
@@ -20,13 +21,7 @@ LENGTHS = [20, 15, 8]  # left-padded to 20; row 2 has 12 padding positions (more
 
 def batch(lengths: list[int], vocab: int = 300, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Random ids, left-padded to the longest length, with their 2D attention mask."""
-    gen = torch.Generator().manual_seed(seed)
-    width = max(lengths)
-    ids = torch.randint(5, vocab, (len(lengths), width), generator=gen)
-    mask = torch.zeros(len(lengths), width, dtype=torch.long)
-    for b, n in enumerate(lengths):
-        mask[b, width - n :] = 1
-    return ids, mask
+    return random_padded_batch(lengths, vocab, torch.Generator().manual_seed(seed))
 
 
 def eager_copy(model: torch.nn.Module) -> torch.nn.Module:

@@ -12,6 +12,7 @@ from attncore.aggregate import stepwise_attention
 from attncore.attention_grad import StepwiseGradCapture
 from attncore.errors import UserError
 from attncore.models import load_model
+from attncore.tiny import random_padded_batch
 
 TOL = 1e-5
 SMOLLM2_GRAD_TOL = 1e-4
@@ -43,14 +44,12 @@ def padded_batch(lengths: list[int], side: str, vocab: int, seed: int = 0):
     """Random ids padded on `side`, their mask, and random step (B, 4, T) / unit (B, 5, T) memberships
     inside each row's real tokens (steps: contiguous runs covering them; units: 1-2 tokens each)."""
     gen = torch.Generator().manual_seed(seed)
-    width = max(lengths)
-    ids = torch.randint(5, vocab, (len(lengths), width), generator=gen)
-    mask = torch.zeros(len(lengths), width, dtype=torch.long)
+    ids, mask = random_padded_batch(lengths, vocab, gen, side)
+    width = ids.shape[1]
     steps = torch.zeros(len(lengths), 4, width)
     units = torch.zeros(len(lengths), 5, width)
     for b, n in enumerate(lengths):
         start = width - n if side == "left" else 0
-        mask[b, start : start + n] = 1
         cuts = sorted(torch.randperm(n - 1, generator=gen)[:3].add(1).tolist())
         for s, (a, e) in enumerate(zip([0, *cuts], [*cuts, n], strict=True)):
             steps[b, s, start + a : start + e] = 1

@@ -7,12 +7,14 @@ in-process on a fixed corpus (a fraction of a second), with a ChatML-style templ
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
 import torch
+from torch import Tensor
 
+from attncore.padding import pad_batch
 from attncore.think import THINK_TAGS
 
 Arch = Literal["llama", "qwen2", "qwen3", "gemma3"]
@@ -135,3 +137,13 @@ def make_tiny_model(out_dir: str | Path, arch: Arch = "llama", seed: int = 0, **
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+def random_padded_batch(
+    lengths: Sequence[int], vocab: int, generator: torch.Generator, side: Literal["left", "right"] = "left"
+) -> tuple[Tensor, Tensor]:
+    """(B, W) random token ids (from 5 up, clear of the special tokens) for sequences of `lengths` padded
+    on `side` to the longest, and their attention mask: inputs on which to compare attention paths.
+    Padding slots hold random ids too, which the mask must hide; the ids are the generator's first draw."""
+    ids = torch.randint(5, vocab, (len(lengths), max(lengths)), generator=generator)
+    return ids, pad_batch([[1] * n for n in lengths], 0, side).attention_mask
