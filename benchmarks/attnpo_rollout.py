@@ -19,38 +19,24 @@ after. `--slots` is the training config's `rollout.slots`.
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import statistics
 import time
 
 import attnpo_setup
-import torch
 
 from attncore.grading import Grader
-from attncore.models import load_model
 from attncore.rollout.hf import eos_token_ids
 from attnpo.train import refill_rollout
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--prompts", type=int, default=8)
-    parser.add_argument("--group", type=int, default=8)
+    parser = attnpo_setup.bench_arguments(__doc__, prompts=8, rounds=3)
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--slots", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-
-    loaded = load_model(args.model)
+    loaded, _, problems, prompt_ids = attnpo_setup.bench_inputs(args)
     tok = loaded.tokenizer
-    problems = [e.to_problem() for e in attnpo_setup.testbed_examples(args.prompts)]
-    prompt_ids = attnpo_setup.encoded_prompts(problems, tok)
     batch = [text for text in prompt_ids for _ in range(args.group)]  # TRL's order: each prompt G times
     trainers = {}
     with Grader(mode="attnpo", workers=1, timeout_s=5.0) as grader:
@@ -83,11 +69,7 @@ def main() -> None:
     def rate(engine: str) -> float:
         return statistics.median(tokens / seconds for seconds, tokens in runs[engine])
 
-    print(
-        f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"threads={args.threads}; torch {torch.__version__}; load average {load_before[0]:.1f} before, "
-        f"{load_after[0]:.1f} after"
-    )
+    print("\n" + attnpo_setup.machine_line(args.threads, load_before, load_after))
     print(
         f"model {args.model}; {args.prompts} prompts x {args.group} rollouts, <= {args.max_tokens} new tokens, "
         f"T = 1.0; refill slots {args.slots}; {args.rounds} rounds"

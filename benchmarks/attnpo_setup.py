@@ -1,24 +1,71 @@
-"""Shared setup of the AttnPO benchmarks (`attnpo_step.py`, `attnpo_rollout.py`): a `TrainConfig`,
-testbed problems with their reasoning traces, and trainers built as `attnpo.train.run_train` builds
-them (its GRPOConfig, dataset, prompt ids and hooks) but writing nothing: no checkpoints, no logs."""
+"""Shared setup of the AttnPO benchmarks (`attnpo_step.py`, `attnpo_rollout.py`): their common options,
+the model and testbed problems with their reasoning traces, a `TrainConfig`, trainers built as
+`attnpo.train.run_train` builds them (its GRPOConfig, dataset, prompt ids and hooks) but writing nothing
+(no checkpoints, no logs), and the line that says where a run was measured."""
 
 from __future__ import annotations
 
+import argparse
 import copy
+import os
+import platform
 import tempfile
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
+
+import torch
 
 from attncore.config import load_config
 from attncore.data import Problem
 from attncore.grading import Grader, GradingMode
-from attncore.models import LoadedModel
+from attncore.models import LoadedModel, load_model
 from attncore.prompts import encode_prompt
 from attncore.synthetic.config import SyntheticConfig
 from attncore.synthetic.dataset import generate_examples
 from attncore.synthetic.testbed_model import TESTBED_PROMPT
 from attncore.think import THINK_OPEN_LINE
 from attnpo.train import TrainConfig, grpo_settings
+
+
+def bench_arguments(doc: str, prompts: int, rounds: int) -> argparse.ArgumentParser:
+    """The options both benchmarks take (model, problems, group size, rounds, threads), with the script's
+    default problem and round counts; each script adds the options of what it measures."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--prompts", type=int, default=prompts)
+    parser.add_argument("--group", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--threads", type=int, default=2)
+    return parser
+
+
+class BenchInputs(NamedTuple):
+    """The model, `--prompts` testbed examples (problems with their traces), their problems and prompt ids."""
+
+    loaded: LoadedModel
+    examples: list
+    problems: list[Problem]
+    prompt_ids: dict[str, list[int]]
+
+
+def bench_inputs(args: argparse.Namespace) -> BenchInputs:
+    """Torch on `--threads` threads, TRL's experimental-feature notice silenced, the model loaded and the
+    testbed problems encoded as `run_train` encodes them."""
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    loaded = load_model(args.model)
+    examples = testbed_examples(args.prompts)
+    problems = [e.to_problem() for e in examples]
+    return BenchInputs(loaded, examples, problems, encoded_prompts(problems, loaded.tokenizer))
+
+
+def machine_line(threads: int, load_before: tuple[float, ...], load_after: tuple[float, ...]) -> str:
+    """Where a run was measured: processor, cores, threads, torch, and the 1-minute load average before
+    and after (other jobs inflate wall time)."""
+    return (
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, threads={threads}; "
+        f"torch {torch.__version__}; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after"
+    )
 
 
 def bench_config(

@@ -19,18 +19,14 @@ ratios; the machine's load average before and after, since other jobs inflate wa
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import statistics
 import time
 
 import attnpo_setup
-import torch
 from transformers import TrainerCallback
 
 from attncore.grading import Grader
-from attncore.models import load_model
 
 
 class StepClock(TrainerCallback):
@@ -49,22 +45,11 @@ class StepClock(TrainerCallback):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m-instruct")
-    parser.add_argument("--prompts", type=int, default=4)
-    parser.add_argument("--group", type=int, default=8)
+    parser = attnpo_setup.bench_arguments(__doc__, prompts=4, rounds=2)
     parser.add_argument("--steps", type=int, default=4, help="per round, the first one a warm-up")
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-
-    loaded = load_model(args.model)
+    loaded, examples, problems, prompt_ids = attnpo_setup.bench_inputs(args)
     tok = loaded.tokenizer
-    examples = attnpo_setup.testbed_examples(args.prompts)
-    problems = [e.to_problem() for e in examples]
-    prompt_ids = attnpo_setup.encoded_prompts(problems, tok)
     completions = {
         text: [tok(r, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
                for r in attnpo_setup.replayed_completions(e, args.group)]
@@ -108,10 +93,7 @@ def main() -> None:
     def median(kind: str, attr: str) -> float:
         return statistics.median(x for c in clocks[kind] for x in getattr(c, attr)[1:])
 
-    print(
-        f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, threads={args.threads}; "
-        f"torch {torch.__version__}; load average {load_before[0]:.1f} before, {load_after[0]:.1f} after"
-    )
+    print("\n" + attnpo_setup.machine_line(args.threads, load_before, load_after))
     print(
         f"model {args.model}; batch {args.prompts} prompts x {args.group} = {args.prompts * args.group} "
         f"responses, {tokens} completion tokens; {args.rounds} rounds x {args.steps - 1} timed steps each; "
