@@ -23,6 +23,16 @@ from attncore.tiny import make_tiny_model
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture
+def one_thread():
+    """The test runs on one torch thread (the machine is shared); the setting is restored after it. The
+    attnpo and cotattn tests use it for every test."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory):
     """Factory: `tiny_model_dir("qwen2")` -> folder of a random tiny model of that architecture."""

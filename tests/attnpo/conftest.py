@@ -23,12 +23,8 @@ from attnpo.train import TrainConfig
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Model tests here run on one thread (the machine is shared); others keep their setting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _single_threaded(one_thread):
+    """Every test here runs on one thread; tests elsewhere keep their setting."""
 
 
 def make_rollout(tok, rid: str, question: str, gold: str, response: str, correct: bool) -> Rollout:

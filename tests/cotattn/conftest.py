@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from attncore.data import write_rows
 
@@ -26,11 +25,8 @@ RATIONALE_ROWS = [
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _single_threaded(one_thread):
+    """Every test here runs on one thread; tests elsewhere keep their setting."""
 
 
 @pytest.fixture
