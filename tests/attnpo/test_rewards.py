@@ -160,24 +160,29 @@ def test_laser_d_dispatch_uses_level_targets():
     assert torch.equal(de, got)
 
 
-groups = st.integers(2, 8).flatmap(
-    lambda g: st.tuples(
-        st.lists(st.lists(st.booleans(), min_size=g, max_size=g), min_size=1, max_size=4),
-        st.lists(st.lists(st.integers(1, 5000), min_size=g, max_size=g), min_size=1, max_size=4),
-    )
-)
-
-
 def _batch(data):
     correct, lengths = data
     rows = min(len(correct), len(lengths))
     return t(correct[:rows]), t(lengths[:rows])
 
 
+batches = (
+    st.integers(2, 8)
+    .flatmap(
+        lambda g: st.tuples(
+            st.lists(st.lists(st.booleans(), min_size=g, max_size=g), min_size=1, max_size=4),
+            st.lists(st.lists(st.integers(1, 5000), min_size=g, max_size=g), min_size=1, max_size=4),
+        )
+    )
+    .map(_batch)
+)
+"""(B, G) correctness and lengths of 1-4 groups of 2-8 responses."""
+
+
 @settings(max_examples=60, deadline=None)
-@given(groups, st.floats(0.0, 1.0))
-def test_traineff_properties(data, alpha):
-    correct, lengths = _batch(data)
+@given(batches, st.floats(0.0, 1.0))
+def test_traineff_properties(batch, alpha):
+    correct, lengths = batch
     r = traineff_reward(correct, lengths, alpha=alpha, eps=1e-8, double_sigmoid=False)
     assert (r[~correct] == 0).all()
     assert ((r[correct] >= 1 - alpha - 1e-12) & (r[correct] <= 1)).all()
@@ -192,9 +197,9 @@ def test_traineff_properties(data, alpha):
 
 
 @settings(max_examples=60, deadline=None)
-@given(groups, st.integers(1, 1000))
-def test_every_group_reward_depends_on_its_group_only(data, step):
-    correct, lengths = _batch(data)
+@given(batches, st.integers(1, 1000))
+def test_every_group_reward_depends_on_its_group_only(batch, step):
+    correct, lengths = batch
     targets = lengths[:, 0].clone()
     perm = torch.randperm(correct.shape[1], generator=torch.Generator().manual_seed(step))
     for config in (

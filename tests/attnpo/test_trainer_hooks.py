@@ -14,7 +14,6 @@ import datasets
 import pytest
 import torch
 
-from attncore.config import load_config
 from attncore.grading import Grader
 from attncore.models import ModelConfig, load_model
 from attncore.synthetic.config import SyntheticConfig
@@ -92,7 +91,7 @@ def hand_built_groups(examples) -> tuple[list[list[str]], list[list[bool]], list
 
 
 @pytest.fixture(scope="module")
-def setup(tiny_model_dir, tmp_path_factory):
+def setup(tiny_model_dir, tmp_path_factory, train_config):
     """An AttnPOTrainer on a tiny random qwen2 whose rollouts are the hand-built groups."""
     torch.set_num_threads(1)
     model_dir = tiny_model_dir("qwen2")
@@ -130,21 +129,8 @@ def setup(tiny_model_dir, tmp_path_factory):
         }
 
     def config(*overrides: str) -> TrainConfig:
-        return load_config(
-            TrainConfig,
-            None,
-            [
-                f"model.name={model_dir}",
-                f"data.file={problems_file}",
-                "method.heads.kind=list",
-                "method.heads.heads=[[1,0],[3,2]]",
-                "method.rescaling.curriculum_steps=0",
-                "method.rescaling.difficulty_aware=false",
-                "prompts_per_step=3",
-                f"group_size={G}",
-                f"out={folder / 'run'}",
-                *overrides,
-            ],
+        return train_config(
+            model_dir, problems_file, folder / "run", "prompts_per_step=3", f"group_size={G}", *overrides
         )
 
     prompt_ids: dict[str, list[int]] = {}

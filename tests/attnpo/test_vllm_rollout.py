@@ -21,8 +21,12 @@ from attnpo.train import TrainConfig, grpo_args, run_train
 BASE = ["method.rescaling.enabled=false", "tracking.mode=disabled"]
 
 
+def config(*overrides: str) -> TrainConfig:
+    return load_config(TrainConfig, None, [*BASE, *overrides])
+
+
 def vllm_config(*overrides: str) -> TrainConfig:
-    return load_config(TrainConfig, None, [*BASE, "rollout.engine=vllm", "model.device=cuda", *overrides])
+    return config("rollout.engine=vllm", "model.device=cuda", *overrides)
 
 
 def test_colocate_settings_reach_grpo_config():
@@ -63,7 +67,7 @@ def test_server_settings_reach_grpo_config():
 
 def test_cpu_engines_leave_vllm_off():
     for engine in ("refill", "trl"):
-        cfg = load_config(TrainConfig, None, [*BASE, f"rollout.engine={engine}"])
+        cfg = config(f"rollout.engine={engine}")
         assert grpo_args(cfg, 1, False).use_vllm is False
 
 
@@ -97,7 +101,7 @@ def test_bad_vllm_settings_are_one_line_errors(attnpo_cli, overrides, message):
 )  # fmt: skip
 def test_a_resolved_config_loads_again(overrides, tmp_path):
     """`config.resolved.yaml` writes every vllm key at its default; the mode checks must accept it."""
-    cfg = load_config(TrainConfig, None, [*BASE, *overrides])
+    cfg = config(*overrides)
     path = save_resolved(cfg, tmp_path)
     again = load_config(TrainConfig, path)
     assert again == cfg

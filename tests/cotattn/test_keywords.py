@@ -209,35 +209,21 @@ def test_teacher_targets_on_keyword_units(tiny_model_dir, tmp_path):
     summary = run_teacher_targets(cfg, progress=False)
     assert (summary.examples, summary.with_target) == (2, 1) and summary.skipped == {"no_critical_units": 1}
     targets = TeacherTargets(tmp_path / "t", rules_hash(TaskFormat(), LISTED))
-    student = student_example(
-        load_tokenizer(str(model_dir)),
-        "c1",
-        QUESTION,
-        RATIONALE,
-        "A",
-        TaskFormat(),
-        LISTED,
-        keywords=KEYWORDS,
-    )
+    tok = load_tokenizer(str(model_dir))
+
+    def student_hash(keywords: tuple[str, ...]) -> str:
+        """The alignment hash of the student's example of c1 with these keywords."""
+        return student_example(
+            tok, "c1", QUESTION, RATIONALE, "A", TaskFormat(), LISTED, keywords=keywords
+        ).alignment_hash
+
     # One column per keyword occurrence on the teacher side too, under the student's alignment hash.
-    assert targets.get("c1", student.alignment_hash).target.shape[1] == 8
+    assert targets.get("c1", student_hash(KEYWORDS)).target.shape[1] == 8
     # A student cutting numbers (or no keywords) cannot read these targets.
     with pytest.raises(UserError, match="rules hash"):
         TeacherTargets(tmp_path / "t", rules_hash(TaskFormat(), CriticalConfig()))
     with pytest.raises(UserError, match="alignment hash"):
-        targets.get(
-            "c1",
-            student_example(
-                load_tokenizer(str(model_dir)),
-                "c1",
-                QUESTION,
-                RATIONALE,
-                "A",
-                TaskFormat(),
-                LISTED,
-                keywords=("garage", "river"),
-            ).alignment_hash,
-        )
+        targets.get("c1", student_hash(("garage", "river")))
     # Training reads the keywords from the rationales file: the same inputs digest, the same units.
     train_cfg = TrainConfig(
         student={"name": str(model_dir)},
@@ -246,9 +232,7 @@ def test_teacher_targets_on_keyword_units(tiny_model_dir, tmp_path):
         critical=LISTED,
     )
     train_rows = read_rationales(train_cfg.rationales)
-    data = build_items(
-        train_cfg, load_tokenizer(str(model_dir)), train_rows, open_teacher(train_cfg, train_rows)
-    )
+    data = build_items(train_cfg, tok, train_rows, open_teacher(train_cfg, train_rows))
     assert data.with_attention == 1 and [i.example.unit_count for i in data.items] == [8, 0]
     # A keywords field that is not a list of strings is a one-line error naming the row.
     write_rows([{**rows[0], "keywords": "river, garage"}], tmp_path / "bad.jsonl")
