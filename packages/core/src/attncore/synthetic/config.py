@@ -90,6 +90,9 @@ class TraceConfig(Config):
     the last one instead of inferring them from the problem at every step. `plan_step` says whether the
     plan is a step of its own or opens the first computation, and `placement` where the redundant steps
     go: ahead of the work, between computations, or after the answer is found (see `traces`).
+    `answer_marker` and `anchor_after_answer` (testbed v3) mark where the work ends: the v2 model, after
+    deriving the answer, computed on in 57 of its 166 wrong answers over 300 held-out problems
+    (experiments/testbed/RESULTS.md).
     """
 
     redundancy: tuple[float, float] = (0.3, 0.7)
@@ -119,6 +122,18 @@ class TraceConfig(Config):
         False,
         description="re-verifications and self-checks name the problem fact behind the value they look "
         "back at, as the computation did (R1 re-verifications re-read the facts)",
+    )
+    answer_marker: bool = Field(
+        False,
+        description="the step that derives the final answer ends by saying that it is the last quantity and "
+        "what the answer is (testbed v3): the end of the chain is written where a model decides whether to "
+        "compute on",
+    )
+    anchor_after_answer: bool = Field(
+        False,
+        description="redundant steps after the answer end with a sentence saying the answer stands and "
+        "nothing is left to compute, and their look-backs do not cite the problem fact (testbed v3): "
+        "they read as checks of a finished answer, not as a computation to continue from",
     )
     placement: dict[Region, float] | None = Field(
         None,
