@@ -6,7 +6,8 @@ ROLLOUTS is what `attncore synth evaluate --rollouts` writes (fields text, probl
 finish_reason, well_formed, difficulty). Each step of a rollout is segmented and labelled by the oracle
 (`attncore.synthetic.oracle`, labels against the model's own boxed answer) and given the *form* of the
 generator template it imitates (compute, re-verification, self-check, recomputation of the chain,
-restatement, abandoned detour, closing; "other" when it matches none). A wrong answer is:
+restatement, abandoned detour; "other" when it matches none; a v3 answer marker or anchor at the end of
+a step is left out). A wrong answer is:
 
 - truncated: no `</think>` (or stopped by the token limit);
 - malformed: closed, but not well formed (no boxed number, garbled equation);
@@ -123,6 +124,7 @@ def _plan_length(steps: list[str]) -> int | None:
 
 
 def diagnose(row: dict, labelling: Labelling, forms: list[tuple[str, dict[str, str]]]) -> Diagnosis:
+    """The class of a rollout graded wrong, from its oracle labelling and the forms of its steps."""
     steps = labelling.steps
     arithmetic_ok = not any(step.wrong_arithmetic for step in steps)
     if row.get("finish_reason") == "length" or "</think>" not in row["text"]:

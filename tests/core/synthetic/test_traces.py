@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 
 from attncore.config import load_config
 from attncore.synthetic.arithmetic import parse_equations, render_equation
-from attncore.synthetic.config import SyntheticConfig, TraceConfig
+from attncore.synthetic.config import ProblemConfig, SyntheticConfig, TraceConfig
 from attncore.synthetic.dataset import generate_example, generate_examples
 from attncore.synthetic.oracle import label_trace
 from attncore.synthetic.rankers import response_from_row, trivial_ranker_report
 from attncore.synthetic.stats import majority_accuracy, opening_predictability, trace_redundancy
-from attncore.synthetic.templates import StepRole
+from attncore.synthetic.templates import ANSWER_ANCHORS, ANSWER_MARKERS, StepRole
 from attncore.synthetic.testbed_model import TestbedModelConfig
 from attncore.synthetic.traces import redundant_count
 
@@ -168,6 +168,14 @@ def test_v1_and_micro_recipes_keep_their_traces_byte_for_byte():
     assert _recipe("default.yaml") == TestbedModelConfig()
 
 
+def test_v2_recipe_keeps_its_traces_byte_for_byte():
+    # Digest of default.yaml's (testbed v2's) training traces at commit c6a5b85, before the v3 options.
+    assert (
+        _fingerprint(_recipe("default.yaml").data)
+        == "96284fe6cfbae31afe1d6708cd0ba762cc454892ad66af25205e9f4c5c8e2b18"
+    )
+
+
 V2_TRACE = TestbedModelConfig().data.trace
 
 
@@ -232,3 +240,78 @@ def test_char_redundancy_follows_the_level():
         ratios[share] = mean(trace_redundancy(e.trace) for e in generate_examples(cfg))
     assert ratios[0.0] == 0.0
     assert 0.4 < ratios[0.5] < 0.6
+
+
+def test_v3_marks_the_answer_and_anchors_the_steps_after_it_on_a_small_case():
+    trace = TraceConfig(
+        redundancy=(0.5, 0.5),
+        placement={"after_answer": 1.0},
+        cite_facts=True,
+        answer_marker=True,
+        anchor_after_answer=True,
+        role_weights={"reverify": 1, "self_check": 1, "abandoned": 1, "restate": 1, "recompute": 1},
+    )
+    problem = ProblemConfig(difficulty=(2, 2), number_range=(2, 12), factor_range=(2, 5), max_value=100)
+    example = generate_example(
+        SyntheticConfig(seed=4, problem=problem.model_copy(update={"distractors": (0, 0)}), trace=trace), 0
+    )
+    assert example.problem.text == (
+        "Tom has 10 stamps. Then he finds 7 more stamps in a drawer. Next, he keeps collecting until his pile "
+        "is 3 times as big as before. How many stamps does Tom have now?"
+    )
+    assert [step.text for step in example.trace.steps] == [
+        "First, Tom finds 7 more stamps in a drawer, so Tom's stamps after the find in the drawer comes to "
+        "10 + 7 = 17.",
+        # the step deriving the answer ends with the marker: still one step, still essential
+        "Next, Tom keeps collecting until his pile is 3 times as big as before, so Tom's stamps after more "
+        "collecting comes to 17 × 3 = 51, and I will carry 51 forward. Nothing is left to compute: the "
+        "answer is 51.",
+        # each redundant step after the answer ends with an anchor
+        "Let me redo Tom's stamps after more collecting (as Tom keeps collecting until his pile is 3 times "
+        "as big as before) to be safe: 3 × 17 = 51, exactly what I had the first time. So the answer holds, "
+        "with nothing more to work out.",
+        "Okay, where things stand: Tom's stamps after the find in the drawer comes to 17 and Tom's stamps "
+        "after more collecting comes to 51. These are the numbers I have so far. That does not change the "
+        "answer.",
+    ]
+    assert example.labels == ["essential", "essential", "redundant", "redundant"]
+    labelling = label_trace(example.trace.text, example.problem.text, example.problem.answer)
+    assert [str(label) for label in labelling.labels] == example.labels
+
+
+V3 = _recipe("v3.yaml")
+
+
+@settings(max_examples=150, deadline=None)
+@given(seed=st.integers(0, 10**9), index=st.integers(0, 10**6))
+def test_v3_traces_mark_the_answer_once_anchor_every_later_step_and_the_oracle_agrees(seed: int, index: int):
+    example = generate_example(V3.data.model_copy(update={"seed": seed}), index)
+    trace, problem = example.trace, example.problem
+    last = max(i for i, step in enumerate(trace.steps) if step.essential)
+    final = problem.operations[-1]
+    markers = [marker.format(result=final.result, unit=final.unit) for marker in ANSWER_MARKERS]
+    for i, step in enumerate(trace.steps):
+        assert any(step.text.endswith(f" {marker}") for marker in markers) == (i == last)
+        assert any(step.text.endswith(f" {anchor}") for anchor in ANSWER_ANCHORS) == (i > last)
+        assert len(step.text) >= 80 and "\n" not in step.text and step.text.startswith(step.opening)
+    # The marks write no equation and the anchors no number: the oracle's rule labels as the generator does.
+    labelling = label_trace(trace.text, problem.text, problem.answer)
+    assert [str(label) for label in labelling.labels] == example.labels
+
+
+def test_v3_recipe_is_v2_with_its_trace_section_changed():
+    v2 = TestbedModelConfig()
+    assert V3.name == "testbed-mini-v3"
+    assert V3.model_dump(exclude={"name", "data"}) == v2.model_dump(exclude={"name", "data"})
+    assert V3.data.model_dump(exclude={"trace"}) == v2.data.model_dump(exclude={"trace"})
+    v2_trace, v3_trace = v2.data.trace.model_dump(), V3.data.trace.model_dump()
+    changed = {key for key in v2_trace if v2_trace[key] != v3_trace[key]}
+    assert changed == {"redundancy", "role_weights", "answer_marker", "anchor_after_answer"}
+
+
+def test_v3_recipe_keeps_redundancy_after_the_answer_and_the_rankers_near_chance():
+    # Measured on the recipe's 1,600 training traces: 56.1% of the pairs have the redundant step after the
+    # essential one (v2: 56.1%), and the trivial rankers score 0.398-0.602 (v2: 0.411-0.589).
+    report = trivial_ranker_report([response_from_row(e.to_row(), 1) for e in generate_examples(V3.data)])
+    assert 0.5 <= report["later step"].share_after <= 0.6
+    assert all(0.35 <= acc.sra <= 0.65 for acc in report.values())

@@ -132,8 +132,8 @@ class TraceConfig(Config):
     anchor_after_answer: bool = Field(
         False,
         description="redundant steps after the answer end with a sentence saying the answer stands and "
-        "nothing is left to compute, and their look-backs do not cite the problem fact (testbed v3): "
-        "they read as checks of a finished answer, not as a computation to continue from",
+        "nothing is left to compute (testbed v3): they read as checks of a finished answer, not as a "
+        "computation to continue from",
     )
     placement: dict[Region, float] | None = Field(
         None,

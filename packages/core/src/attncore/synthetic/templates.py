@@ -314,20 +314,20 @@ RECOMPUTE: dict[Group, tuple[tuple[str, str], ...]] = {
 # equation, so the end of the chain is written where a model decides whether to compute on. Slots: the
 # answer's {result} and {unit}. Part of that step, which stays essential.
 ANSWER_MARKERS = (
-    "That is the last quantity of the plan, so the answer is {result} {unit}.",
-    "That was the last value to find, and it answers the question: {result} {unit}.",
-    "This is the quantity the question asks for, so the answer is {result} {unit}.",
-    "Nothing is left to compute after this one: the answer is {result} {unit}.",
+    "That is the last quantity, so the answer is {result} {unit}.",
+    "This one answers the question: {result} {unit}.",
+    "That was the last value to find: the answer is {result}.",
+    "Nothing is left to compute: the answer is {result}.",
 )
 
 # Testbed v3 (`TraceConfig.anchor_after_answer`): every redundant step after the answer ends with one of
 # these, so a look-back reads as checking a finished answer, never as a new starting point. No number
 # and no equation: the step's label is unchanged.
 ANSWER_ANCHORS = (
-    "The answer found above stands, and nothing is left to compute.",
-    "That does not change the answer, and every quantity is already found.",
-    "The answer stays as it was, since all the quantities are worked out.",
-    "So the answer found above holds, with nothing more to work out.",
+    "The answer stands; nothing is left to compute.",
+    "That does not change the answer.",
+    "The answer stays the same, and the work is done.",
+    "So the answer holds, with nothing more to work out.",
 )
 
 ABANDONED_PLAN = (

@@ -22,11 +22,11 @@ This is exactly the oracle's rule (`oracle.py`), so the oracle recovers the gene
 Testbed v3 adds two opt-in marks of where the work ends (the v2 model computed on past the answer in 57
 of its 166 wrong answers on 300 held-out problems, 41 of them right after the step that derived it;
 experiments/testbed/RESULTS.md). With `answer_marker` the step that derives the final answer ends by
-saying so ("That is the last quantity of the plan, so the answer is 20 marbles."): it is still that
+saying so ("That is the last quantity, so the answer is 20 marbles."): it is still that
 step, which stays essential, and it writes no equation. With `anchor_after_answer` every redundant step
-after the answer ends with a sentence that the answer stands and nothing is left to compute, and its
-look-backs name the value without citing the problem fact, so they do not read like the computation a
-model might continue from. The sentence holds no number and no equation, so labels do not change.
+after the answer ends with a sentence that the answer stands and nothing is left to compute, so a
+look-back reads as a check of a finished answer, not as a computation to continue from. The sentence
+holds no number and no equation, so labels do not change.
 """
 
 from __future__ import annotations
@@ -176,11 +176,6 @@ class _Writer:
     def add(self, role: StepRole, opening: str, template: str, **slots: object) -> None:
         self.steps.append(TraceStep(template.format(**slots), role, opening))
 
-    @property
-    def answered(self) -> bool:
-        """Whether the step deriving the final answer is written (every later step is after the answer)."""
-        return len(self.done) == len(self.problem.operations)
-
     def anchor(self) -> None:
         """End the latest step, a redundant one after the answer, by saying the answer stands."""
         step = self.steps[-1]
@@ -260,10 +255,8 @@ class _Writer:
 
     def recalled(self, op: Operation) -> str:
         """How a look back names an earlier result: its meaning, with the problem fact behind it when
-        `cfg.cite_facts` (as R1 re-verifications do), so it reads as long as the computation did; after
-        the answer with `cfg.anchor_after_answer`, without it (the anchor sentence takes its place)."""
-        cite = self.cfg.cite_facts and not (self.cfg.anchor_after_answer and self.answered)
-        return f"{op.meaning} (as {op.clause})" if cite else op.meaning
+        `cfg.cite_facts` (as R1 re-verifications do), so it reads as long as the computation did."""
+        return f"{op.meaning} (as {op.clause})" if self.cfg.cite_facts else op.meaning
 
     def reverify(self) -> None:
         op = self.earlier()
