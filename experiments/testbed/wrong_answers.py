@@ -19,8 +19,8 @@ a step is left out). A wrong answer is:
 - never reached, with an arithmetic slip (some equation's stated result is wrong);
 - never reached, with right arithmetic (a wrong operation, operand or missing step).
 
-It also counts, over all rollouts, every step written after the gold answer was first reached, by form,
-and how often the next step is a drift step: the hazard of each look-back form.
+It also counts, over all rollouts, the step that first reached the gold value and every step after it, by
+form, and how often the next step derives a value a wrong answer uses: the hazard of each form.
 """
 
 from __future__ import annotations
@@ -219,7 +219,9 @@ def main() -> None:
     for form, _ in Counter(d.before_drift for d in drifts).most_common():
         line(f"step right before the drift: {form}", [d for d in drifts if d.before_drift == form])
     for form, _ in Counter(f for d in drifts for f in set(d.between)).most_common():
-        line(f"a {form} step anywhere between gold and drift", [d for d in drifts if form in d.between])
+        line(
+            f"a step of form {form} anywhere between gold and drift", [d for d in drifts if form in d.between]
+        )
     for form, _ in Counter(d.drift_form for d in drifts).most_common():
         line(f"drift step phrased as: {form}", [d for d in drifts if d.drift_form == form])
     for q in ("repeated", "new"):
@@ -230,7 +232,7 @@ def main() -> None:
     line("plan names more quantities than the problem has", [d for d in drifts if d.plan_overrun])
 
     print(
-        "\n| step after the gold answer was reached (all rollouts) | steps | next step is a drift |\n|---|---:|---:|"
+        "\n| step from the gold step on (all rollouts) | steps | next step derives part of a wrong answer |\n|---|---:|---:|"
     )
     for form, count in after_gold.most_common():
         print(f"| {form} | {count} | {_share(followed_by_drift[form], count)} |")
