@@ -24,14 +24,12 @@ Method, per T:
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from functools import partial
 
+from _children import add_child_options, best_times, measure_modes, run_as_child
 from _memory import step_memory
 
 HEADS = [(16, 2), (20, 8), (23, 2)]
@@ -84,27 +82,10 @@ def child_timing(modes: list[str], length: int, repeats: int) -> dict:
     """Best-of-`repeats` wall and CPU time of a forward per mode, the modes run round-robin."""
     with ExitStack() as stack:
         built = {mode: build_forward(mode, stack) for mode in modes}
-        forwards = {mode: forward for mode, (forward, _) in built.items()}
         ids = token_ids(length, built[modes[0]][1])
-        for forward in forwards.values():
+        for forward, _ in built.values():
             forward(ids[:, :WARMUP_TOKENS])
-        best = {mode: {"seconds": float("inf"), "cpu_seconds": float("inf")} for mode in modes}
-        for _ in range(repeats):
-            for mode, forward in forwards.items():
-                wall, cpu = time.perf_counter(), time.process_time()
-                forward(ids)
-                best[mode]["seconds"] = min(best[mode]["seconds"], time.perf_counter() - wall)
-                best[mode]["cpu_seconds"] = min(best[mode]["cpu_seconds"], time.process_time() - cpu)
-    return best
-
-
-def run_child(args: list[str]) -> dict:
-    """Run this script as a child measurement and parse its JSON line."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(THREADS)}
-    done = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"child {args} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        return best_times({mode: partial(forward, ids) for mode, (forward, _) in built.items()}, repeats)
 
 
 def eager_maps_mib(length: int) -> float:
@@ -159,30 +140,16 @@ def main() -> None:
         default=8192,
         help="run eager only where its returned attention maps take at most this much memory",
     )
-    parser.add_argument("--child-memory", choices=MODES, help=argparse.SUPPRESS)
-    parser.add_argument("--child-timing", nargs="+", choices=MODES, help=argparse.SUPPRESS)
+    add_child_options(parser, MODES)
     args = parser.parse_args()
-    if args.child_memory or args.child_timing:
-        import torch
-
-        torch.set_num_threads(THREADS)
-    if args.child_memory:
-        print(json.dumps(child_memory(args.child_memory, args.lengths[0])))
-        return
-    if args.child_timing:
-        print(json.dumps(child_timing(args.child_timing, args.lengths[0], args.repeats)))
+    if run_as_child(args, THREADS, child_memory, child_timing):
         return
 
     load_before = os.getloadavg()[0]
     results: dict[int, dict[str, dict]] = {}
     for length in args.lengths:
         modes = [m for m in MODES if m != "eager" or eager_maps_mib(length) <= args.eager_budget_mib]
-        by_mode = {mode: run_child(["--child-memory", mode, "--lengths", str(length)]) for mode in modes}
-        best = run_child(["--child-timing", *modes, "--lengths", str(length), "--repeats", str(args.repeats)])
-        for mode, measured in by_mode.items():
-            measured.update(best[mode])
-            print(f"T={length} {mode}: {json.dumps(measured)}", file=sys.stderr, flush=True)
-        results[length] = by_mode
+        results[length] = measure_modes(__file__, length, modes, args.repeats, THREADS)
     print(table(results))
     print(f"\n1-minute load average: {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.")
 

@@ -28,15 +28,14 @@ Method, per T:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from functools import partial
 
+from _children import add_child_options, best_times, measure_modes, run_as_child
 from _memory import step_memory
 
 WARMUP_TOKENS = 64
@@ -142,24 +141,7 @@ def child_timing(modes: list[str], length: int, repeats: int) -> dict:
         steps = {mode: build_step(mode, length, stack)[0] for mode in modes}
         for step in steps.values():
             step(WARMUP_TOKENS)
-        best = {mode: {"seconds": float("inf"), "cpu_seconds": float("inf")} for mode in modes}
-        for _ in range(repeats):
-            for mode, step in steps.items():
-                wall, cpu = time.perf_counter(), time.process_time()
-                step(length)
-                best[mode]["seconds"] = min(best[mode]["seconds"], time.perf_counter() - wall)
-                best[mode]["cpu_seconds"] = min(best[mode]["cpu_seconds"], time.process_time() - cpu)
-    return best
-
-
-def run_child(args: list[str], threads: int) -> dict:
-    """Run this script as a child measurement and parse its JSON line."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
-    command = [sys.executable, __file__, *args, "--threads", str(threads)]
-    done = subprocess.run(command, capture_output=True, text=True, env=env)
-    if done.returncode != 0:
-        raise RuntimeError(f"child {args} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        return best_times({mode: partial(step, length) for mode, step in steps.items()}, repeats)
 
 
 def table(results: dict[int, dict[str, dict]]) -> str:
@@ -202,31 +184,18 @@ def main() -> None:
         help="torch threads per measurement (2 on a quiet 2-core machine; "
         "1 when other jobs share the cores, where idle-spinning threads inflate CPU time)",
     )
-    parser.add_argument("--child-memory", choices=MODES, help=argparse.SUPPRESS)
-    parser.add_argument("--child-timing", nargs="+", choices=MODES, help=argparse.SUPPRESS)
+    add_child_options(parser, MODES)
     args = parser.parse_args()
-    if args.child_memory or args.child_timing:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    if args.child_memory:
-        print(json.dumps(child_memory(args.child_memory, args.lengths[0])))
-        return
-    if args.child_timing:
-        print(json.dumps(child_timing(args.child_timing, args.lengths[0], args.repeats)))
+    if run_as_child(args, args.threads, child_memory, child_timing):
         return
 
     load_before = os.getloadavg()[0]
-    results: dict[int, dict[str, dict]] = {}
-    for length in args.lengths:
-        lengths = ["--lengths", str(length)]
-        by_mode = {mode: run_child(["--child-memory", mode, *lengths], args.threads) for mode in MODES}
-        timing = ["--child-timing", *MODES, *lengths, "--repeats", str(args.repeats)]
-        best = run_child(timing, args.threads)
-        for mode, measured in by_mode.items():
-            measured.update(best[mode])
-            print(f"T={length} {mode}: {json.dumps(measured)}", file=sys.stderr, flush=True)
-        results[length] = by_mode
+    results = {
+        length: measure_modes(
+            __file__, length, MODES, args.repeats, args.threads, ["--threads", str(args.threads)]
+        )
+        for length in args.lengths
+    }
     print(table(results))
     print(
         f"\n{args.threads} thread(s); 1-minute load average: {load_before:.1f} at the start, "
