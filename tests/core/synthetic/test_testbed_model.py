@@ -73,6 +73,18 @@ def test_recipe_hash_ignores_evaluation_only_settings():
     assert config_hash(base) != config_hash(changed)
 
 
+def test_recipe_hash_of_a_built_recipe_survives_later_trace_options():
+    # The v2 default's hash as written into the built testbed-mini's cache marker before the v3 options:
+    # off, they leave its traces and its identity unchanged; on, they make another recipe.
+    base = TestbedModelConfig()
+    assert config_hash(base) == "f019e7b6a2385725"
+    for option in ("answer_marker", "anchor_after_answer"):
+        trace = base.data.trace.model_copy(update={option: True})
+        assert config_hash(
+            base.model_copy(update={"data": base.data.model_copy(update={"trace": trace})})
+        ) != (config_hash(base))
+
+
 def test_missing_checkpoint_names_the_build_command(monkeypatch, tmp_path):
     monkeypatch.setenv("ATTNCORE_CACHE_DIR", str(tmp_path))
     with pytest.raises(

@@ -155,6 +155,11 @@ class TestbedModelConfig(Config):
     tracking: TrackingConfig = TrackingConfig(mode="disabled")
 
 
+# Trace options added after recipes were built (testbed v3). Off, they leave the traces byte-identical,
+# so they leave the recipe's identity alone too: a model built before them still matches its recipe.
+LATER_TRACE_OPTIONS = ("answer_marker", "anchor_after_answer")
+
+
 def config_hash(cfg: TestbedModelConfig) -> str:
     """Identifies a recipe; training checkpoints are only resumed for the same one. The time cap and
     the checkpoint interval are not part of it: a run stopped by its cap resumes under a longer one."""
@@ -167,6 +172,10 @@ def config_hash(cfg: TestbedModelConfig) -> str:
             "training": {"trim_heap_every", "max_minutes", "save_every"},
         },
     )
+    trace = payload["data"]["trace"]
+    for option in LATER_TRACE_OPTIONS:
+        if not trace[option]:
+            del trace[option]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
