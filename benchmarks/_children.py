@@ -74,3 +74,10 @@ def measure_modes(
         measured.update(best[mode])
         print(f"T={length} {mode}: {json.dumps(measured)}", file=sys.stderr, flush=True)
     return by_mode
+
+
+def ratio(by_mode: dict[str, dict], num: str, den: str, key: str) -> str:
+    """A table cell: `num`'s figure `key` over `den`'s, or "–" where either mode was not run."""
+    if num not in by_mode or den not in by_mode:
+        return "–"
+    return f"{by_mode[num][key] / by_mode[den][key]:.2f}"

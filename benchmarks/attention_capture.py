@@ -29,7 +29,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from functools import partial
 
-from _children import add_child_options, best_times, measure_modes, run_as_child
+from _children import add_child_options, best_times, measure_modes, ratio, run_as_child
 from _memory import step_memory
 
 HEADS = [(16, 2), (20, 8), (23, 2)]
@@ -91,12 +91,6 @@ def child_timing(modes: list[str], length: int, repeats: int) -> dict:
 def eager_maps_mib(length: int) -> float:
     """Memory of the attention maps that eager `output_attentions=True` returns (30 layers × 9 heads)."""
     return 30 * 9 * length**2 * 4 / 2**20
-
-
-def ratio(results: dict, num: str, den: str, key: str) -> str:
-    if num not in results or den not in results:
-        return "–"
-    return f"{results[num][key] / results[den][key]:.2f}"
 
 
 def cell(results: dict, mode: str, key: str, fmt: str) -> str:

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from functools import partial
 
-from _children import add_child_options, best_times, measure_modes, run_as_child
+from _children import add_child_options, best_times, measure_modes, ratio, run_as_child
 from _memory import step_memory
 
 WARMUP_TOKENS = 64
@@ -146,10 +146,6 @@ def child_timing(modes: list[str], length: int, repeats: int) -> dict:
 
 def table(results: dict[int, dict[str, dict]]) -> str:
     """Markdown table: best times, peak RSS, the step's own RSS increase, and the ratios."""
-
-    def ratio(by_mode: dict, num: str, den: str, key: str) -> str:
-        return f"{by_mode[num][key] / by_mode[den][key]:.2f}"
-
     header = (
         "| T | steps × units (unit tokens) | (a) SDPA s | (b) capture s | (c) eager s | (b)/(a) time | (c)/(b) time "
         "| (b)/(a) CPU time | (c)/(b) CPU time | (a) peak MiB | (b) peak MiB | (c) peak MiB "
