@@ -122,6 +122,28 @@ def view(
     )
 
 
+@app.command("baselines")
+def baselines(
+    run: Annotated[
+        Path, typer.Argument(help="An `attnpo train` output folder trained with log_rescaled=true.")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Also write the figures as JSON here.")
+    ] = None,
+):
+    """Replay a run's logged rescaled responses under each S_base baseline (uniform, thinking), no model:
+    the steps each attenuates and, on testbed problems, the oracle's labels of them (a markdown table)."""
+    import json
+
+    from attnpo.baseline_replay import figures_table, replay_run
+
+    figures = replay_run(run)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(figures, indent=2) + "\n")
+    typer.echo(figures_table(figures))
+
+
 @app.command("report")
 def report(
     experiment: Annotated[

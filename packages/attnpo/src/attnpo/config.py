@@ -204,6 +204,9 @@ class RescalingConfig(Config):
 
     `beta` is the exponent of p in `S_base = p^β·|F|/|o|`, `lam` the exponent of p in γ, `delta` the
     floor of γ, `curriculum_steps` the T of the Pos-Adv gate, `neg_factor` the γ of Neg-Adv steps.
+    `baseline`: the score S_base scales by p^β, `uniform` (the release, `|F|/|o|`) or `thinking` (ours, not
+    the release's: the response's step-length-weighted mean step score, scale-free; why in
+    `attnpo.rescaling.score_baselines`).
     """
 
     enabled: bool = True
@@ -211,6 +214,7 @@ class RescalingConfig(Config):
     neg_adv: bool = True
     difficulty_aware: bool = True
     gamma_variant: Literal["code", "paper_notes"] = "code"
+    baseline: Literal["uniform", "thinking"] = "uniform"
     beta: float = Field(2.0, ge=0)
     lam: float = Field(2.0, ge=0)
     delta: float = Field(0.0, ge=0, lt=1)

@@ -1,8 +1,9 @@
 """The responses AttnPO rescaled at each training step, as JSON lines: what was attenuated, and why.
 
 One line per response that went through step treatment (correct, >= 2 steps, nonzero advantage): the
-problem and its gold answer, the group accuracy p, the outcome advantage A, the baseline S_base and, per
-step, its text, KFH score S_k, factor γ_k and whether Pos-Adv or Neg-Adv set it. Written by `attnpo train`
+problem and its gold answer, the group accuracy p, the outcome advantage A, the baseline S_base, |F| and
+|o| (`answer_tokens`, `total_tokens`) and, per step, its text, token count, KFH score S_k, factor γ_k and
+whether Pos-Adv or Neg-Adv set it (logs written before the token counts lack them). Written by `attnpo train`
 (`log_rescaled=true`) into `rescaled/rank-<process>.jsonl`; read by `attnpo view` (one response as HTML)
 and `attnpo report` (the oracle's labels of the attenuated steps, on testbed problems). A step a resumed
 run trains again is logged again: readers keep the last line of each (step, process, row).
@@ -54,9 +55,12 @@ class RescaledLog:
                     "accuracy": float(inputs["attnpo_accuracy"][b]),
                     "advantage": float(inputs["attnpo_outcome"][b]),
                     "baseline": float(factors.baseline[b]),
+                    "answer_tokens": end - start,
+                    "total_tokens": len(prompt) + len(response),
                     "steps": [
                         {
                             "text": self.tokenizer.decode(response[s:e]),
+                            "tokens": e - s,
                             "score": float(score.mean[k]),
                             "gamma": float(factors.gamma[b, k]),
                             "pos": bool(factors.pos[b, k]),

@@ -2,8 +2,10 @@
 score against a difficulty-aware baseline, applied to the tokens of that step.
 
 Only a correct response with at least 2 steps and a nonzero advantage is touched (a response without a
-single `</think>` has no steps: segmentation leaves it with none). With `p` the group accuracy,
-`S_base = p^β·|F|/|o|` (|F| answer tokens after `</think>` incl. EOS, |o| prompt + response tokens):
+single `</think>` has no steps: segmentation leaves it with none). With `p` the group accuracy, the
+baseline is `S_base = p^β·|F|/|o|` (`baseline: uniform`, the release: |F| answer tokens after `</think>`
+incl. EOS, |o| prompt + response tokens) or `S_base = p^β·Σ_k |s_k|·S_k / Σ_k |s_k|` (`baseline:
+thinking`, ours; see `score_baselines`):
 
 - Pos-Adv (`A > 0`, `S_k < S_base`, gate open): `γ = (1−δ)·(w·S_k/S_base + 1 − w) + δ`, `w = p^λ`
   (`code`, the release); `γ = (1−δ)·w·S_k/S_base + δ` (`paper_notes`). The gate opens after step
@@ -18,6 +20,7 @@ padding).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -55,9 +58,48 @@ def step_mask(n_steps: Tensor, max_steps: int) -> Tensor:
     return torch.arange(max_steps, device=n_steps.device) < n_steps[:, None]
 
 
+def score_baselines(
+    scores: Tensor,
+    step_lengths: Tensor,
+    n_steps: Tensor,
+    answer_tokens: Tensor,
+    total_tokens: Tensor,
+    kind: Literal["uniform", "thinking"],
+) -> Tensor:
+    """(B,) the score a step of each row would get under uniform attention, before the factor p^β.
+
+    `uniform` (the release): `|F|/|o|`, the share of each answer row's unit of attention that a key gets when
+    spread over all |o| tokens, summed over the |F| rows. `thinking` (ours, not the release's): the answer
+    rows' attention mass that actually falls on the thinking, spread evenly over its tokens, i.e. the
+    step-length-weighted mean `Σ_k |s_k|·S_k / Σ_k |s_k|` over the row's real steps. It is on the model's own
+    attention scale, so multiplying every score by c > 0 leaves γ unchanged, and at p = 1 it always has
+    some step of a response with unequal scores below it. Why: on the testbed model's short sequences most
+    of the answer rows' mass goes to the sink, prompt and answer tokens; in the partial A2 run
+    (experiments/attnpo/testbed/RESULTS.md) |F|/|o| sat about 6.5x above the median step score, so in most
+    responses every step fell below the release's baseline and Pos-Adv attenuated steps regardless of their
+    rank, while the heads still ranked the steps well.
+
+    scores (B, K) step scores (any value past a row's `n_steps`); step_lengths (B, K) tokens per step;
+    n_steps (B,) long; answer_tokens (B,) |F|; total_tokens (B,) |o|. A row without steps gets NaN under
+    `thinking`. The mean is taken as an offset from the row's lowest step score, so a row whose steps all
+    score the same gets exactly that score (no step below it).
+    """
+    if kind == "uniform":
+        return answer_tokens.to(torch.float64) / total_tokens.to(torch.float64)
+    if scores.shape[1] == 0:
+        return torch.full(n_steps.shape, torch.nan, dtype=torch.float64, device=scores.device)
+    real = step_mask(n_steps, scores.shape[1])
+    s = scores.to(torch.float64)
+    lowest = torch.where(real, s, torch.inf).amin(1, keepdim=True)
+    lengths = torch.where(real, step_lengths.to(torch.float64), 0.0)
+    above = torch.where(real, s - lowest, 0.0)
+    return lowest[:, 0] + (lengths * above).sum(1) / lengths.sum(1)
+
+
 def step_factors(
     advantages: Tensor,
     scores: Tensor,
+    step_lengths: Tensor,
     n_steps: Tensor,
     correct: Tensor,
     accuracy: Tensor,
@@ -68,8 +110,9 @@ def step_factors(
     config: RescalingConfig,
 ) -> StepFactors:
     """γ per step. advantages (B,) outcome advantages; scores (B, K) step scores `S_k` (any value past a
-    row's `n_steps`); n_steps (B,) long; correct (B,) bool; accuracy (B,) group accuracy p; answer_tokens
-    (B,) |F|; total_tokens (B,) |o|; global_step the optimizer step, from 1."""
+    row's `n_steps`); step_lengths (B, K) tokens per step; n_steps (B,) long; correct (B,) bool; accuracy
+    (B,) group accuracy p; answer_tokens (B,) |F|; total_tokens (B,) |o|; global_step the optimizer step,
+    from 1."""
     batch, width = scores.shape
     real = step_mask(n_steps, width)
     adv = advantages.to(torch.float64)[:, None]
@@ -82,7 +125,9 @@ def step_factors(
     else:
         scale, weight = torch.ones_like(p), torch.ones_like(p)
         gate = torch.ones_like(p, dtype=torch.bool)
-    baseline = scale * answer_tokens.to(torch.float64) / total_tokens.to(torch.float64)
+    baseline = scale * score_baselines(
+        scores, step_lengths, n_steps, answer_tokens, total_tokens, config.baseline
+    )
     s = scores.to(torch.float64)
     base, w = baseline[:, None], weight[:, None]
     rows = touched[:, None] & real
@@ -136,6 +181,7 @@ def rescale_advantages(
     factors = step_factors(
         advantages,
         scores,
+        spans[..., 1] - spans[..., 0],
         n_steps,
         correct,
         accuracy,
