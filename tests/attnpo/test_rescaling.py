@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from attnpo.config import RescalingConfig
-from attnpo.rescaling import rescale_advantages, step_factors, token_advantages
+from attnpo.rescaling import rescale_advantages, score_baselines, step_factors, token_advantages
 
 WIDTH = 12
 SPANS = [[0, 3], [3, 6], [6, 9]]  # steps; token 9 is `</think>`, 10-11 the answer and EOS: |F| = 2
@@ -93,6 +93,34 @@ def test_ablation_switches():
     assert half.factors.gamma[1].tolist() == [1.0, 0.5, 1.0]
 
 
+UNEQUAL = [[[0, 2], [2, 6], [6, 9]]] * 5  # steps of 2, 4 and 3 tokens
+
+
+def test_thinking_baseline_on_a_hand_batch():
+    thinking = RescalingConfig(baseline="thinking")
+    # p = 1: S_base = (2 * 0.01 + 4 * 0.05 + 3 * 0.02) / 9 = 0.28 / 9, w = 1, gate open: gamma = S / S_base
+    sure = dict(spans=torch.tensor(UNEQUAL), accuracy=torch.ones(5, dtype=torch.float64))
+    out = run(global_step=1, config=thinking, **sure)
+    assert out.factors.baseline[:2].tolist() == pytest.approx([0.28 / 9] * 2)
+    assert out.factors.gamma[0].tolist() == pytest.approx([9 / 28, 1.0, 9 / 14])
+    assert out.factors.gamma[1].tolist() == [1.0, 0.0, 1.0]  # Neg-Adv against the same S_base
+    # the release's baseline on the same rows: S_base = 2 / 20
+    release = run(global_step=1, **sure)
+    assert release.factors.gamma[0].tolist() == pytest.approx([0.1, 0.5, 0.2])
+    assert release.factors.gamma[1].tolist() == [1.0] * 3
+    # p = 0.5: S_base = 0.25 * (2 * 0.002 + 4 * 0.05 + 3 * 0.02) / 9 = 0.066 / 9; w = 0.25
+    scores = torch.tensor([[0.002, 0.05, 0.02]] * 5, dtype=torch.float64)
+    half = run(config=thinking, spans=torch.tensor(UNEQUAL), scores=scores)
+    assert half.factors.baseline[0].item() == pytest.approx(0.066 / 9)
+    assert half.factors.gamma[0].tolist() == pytest.approx([0.75 + 0.25 * 0.018 / 0.066, 1.0, 1.0])
+    assert half.factors.gamma[1].tolist() == [1.0, 0.0, 0.0]
+    assert half.tokens[0].tolist() == pytest.approx([0.5 * (0.75 + 0.25 * 0.018 / 0.066)] * 2 + [0.5] * 10)
+    # the uniform one (0.025) also attenuates step 2 of row 0 and zeroes only step 1 of row 1
+    release = run(spans=torch.tensor(UNEQUAL), scores=scores).factors
+    assert release.gamma[0].tolist() == pytest.approx([0.75 + 0.25 * 0.08, 1.0, 0.75 + 0.25 * 0.8])
+    assert release.gamma[1].tolist() == [1.0, 0.0, 1.0]
+
+
 def naive_tokens(advantages, gamma, spans, n_steps, width):
     out = advantages.to(torch.float64)[:, None].repeat(1, width)
     for b in range(len(advantages)):
@@ -138,10 +166,16 @@ def batches(draw):
 
 
 @settings(max_examples=100, deadline=None)
-@given(batches(), st.integers(1, 1500), st.sampled_from(["code", "paper_notes"]), st.booleans())
-def test_rescaling_properties(case, global_step, variant, aware):
+@given(
+    batches(),
+    st.integers(1, 1500),
+    st.sampled_from(["code", "paper_notes"]),
+    st.booleans(),
+    st.sampled_from(["uniform", "thinking"]),
+)
+def test_rescaling_properties(case, global_step, variant, aware, baseline):
     batch, width = case
-    config = RescalingConfig(gamma_variant=variant, difficulty_aware=aware)
+    config = RescalingConfig(gamma_variant=variant, difficulty_aware=aware, baseline=baseline)
     out = rescale_advantages(**batch, width=width, global_step=global_step, config=config)
     a, gamma = batch["advantages"], out.factors.gamma
     assert torch.equal(out.tokens, naive_tokens(a, gamma, batch["spans"], batch["n_steps"], width))
@@ -161,8 +195,87 @@ def test_rescaling_properties(case, global_step, variant, aware):
     above = touched[:, None] & (batch["scores"] >= base) & (a[:, None] > 0)
     assert (gamma[above] == 1).all()
     # the same factors come out of step_factors alone
+    lengths = batch["spans"][..., 1] - batch["spans"][..., 0]
     alone = step_factors(
-        **{k: v for k, v in batch.items() if k != "spans"}, global_step=global_step, config=config
+        **{k: v for k, v in batch.items() if k != "spans"},
+        step_lengths=lengths,
+        global_step=global_step,
+        config=config,
     )
     assert torch.equal(alone.gamma, gamma)
     assert torch.equal(token_advantages(a, gamma, batch["spans"], batch["n_steps"], width), out.tokens)
+
+
+def naive_thinking_baseline(scores, lengths, n):
+    return sum(float(lengths[k]) * float(scores[k]) for k in range(n)) / sum(
+        int(lengths[k]) for k in range(n)
+    )
+
+
+def grid_scores(data, shape):
+    """(B, K) scores on a grid of 1/1000 in [0, 0.5]: distinct ones differ by far more than rounding, and
+    none is subnormal (so scaling by a power of two is exact)."""
+    size, k = shape
+    grid = st.lists(st.lists(st.integers(0, 500), min_size=k, max_size=k), min_size=size, max_size=size)
+    return torch.tensor(data.draw(grid), dtype=torch.float64) / 1000
+
+
+@settings(max_examples=100, deadline=None)
+@given(batches(), st.integers(-20, 20), st.sampled_from(["code", "paper_notes"]), st.booleans(), st.data())
+def test_thinking_baseline_properties(case, exponent, variant, aware, data):
+    batch, width = case
+    batch = {**batch, "scores": grid_scores(data, batch["scores"].shape)}
+    lengths = batch["spans"][..., 1] - batch["spans"][..., 0]
+    n = batch["n_steps"]
+    config = RescalingConfig(baseline="thinking", gamma_variant=variant, difficulty_aware=aware)
+    out = rescale_advantages(**batch, width=width, global_step=1500, config=config)
+    # S_base / p^beta is the step-length-weighted mean step score of the row
+    scale = batch["accuracy"] ** 2 if aware else torch.ones_like(batch["accuracy"])
+    per_step = score_baselines(
+        batch["scores"], lengths, n, batch["answer_tokens"], batch["total_tokens"], "thinking"
+    )
+    for b in range(len(n)):
+        if n[b] > 0:
+            assert float(per_step[b]) == pytest.approx(
+                naive_thinking_baseline(batch["scores"][b], lengths[b], n[b])
+            )
+        if out.factors.touched[b]:
+            assert float(out.factors.baseline[b]) == pytest.approx(float(scale[b] * per_step[b]))
+    # scale-free: every score times c > 0 gives the same factors (c a power of two, so the floating-point
+    # arithmetic scales exactly too)
+    scaled = rescale_advantages(
+        **{**batch, "scores": batch["scores"] * 2.0**exponent}, width=width, global_step=1500, config=config
+    )
+    assert torch.equal(scaled.factors.gamma, out.factors.gamma)
+    assert torch.equal(scaled.factors.pos, out.factors.pos) and torch.equal(
+        scaled.factors.neg, out.factors.neg
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(batches(), st.data())
+def test_thinking_baseline_at_p_one_attenuates_exactly_the_rows_with_unequal_scores(case, data):
+    batch, width = case
+    size = len(batch["scores"])
+    scores = grid_scores(data, batch["scores"].shape)
+    equal_rows = data.draw(st.lists(st.booleans(), min_size=size, max_size=size))
+    for b, equal in enumerate(equal_rows):
+        if equal:
+            scores[b] = scores[b, 0]
+    batch = {
+        **batch,
+        "scores": scores,
+        "advantages": batch["advantages"].abs() + 0.1,
+        "correct": torch.ones(size, dtype=torch.bool),
+        "accuracy": torch.ones(size, dtype=torch.float64),
+    }
+    out = rescale_advantages(**batch, width=width, global_step=1, config=RescalingConfig(baseline="thinking"))
+    for b in range(size):
+        n = int(batch["n_steps"][b])
+        real = scores[b, :n]
+        attenuated = out.factors.pos[b, :n]
+        if n < 2 or bool((real == real[0]).all()):
+            assert not attenuated.any()
+            assert (out.factors.gamma[b] == 1).all()
+        else:  # the lowest-scored step lies below the mean and is attenuated; the highest is not
+            assert attenuated[int(real.argmin())] and not attenuated[int(real.argmax())]
