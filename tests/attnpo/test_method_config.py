@@ -30,6 +30,7 @@ def test_defaults_are_the_release_recipe(tmp_path):
         0,
         "code",
     )
+    assert cfg.rescaling.baseline == "uniform"  # the release's p^beta * |F|/|o|
 
 
 def test_ablations_by_override(tmp_path):
@@ -44,6 +45,8 @@ def test_ablations_by_override(tmp_path):
     )
     kimi = load_config(MethodConfig, path, ["reward.kind=kimi"])
     assert kimi.reward == KimiReward()
+    a8 = load_config(MethodConfig, path, ["rescaling.baseline=thinking"])
+    assert a8.rescaling.baseline == "thinking"
     a7 = load_config(MethodConfig, path, ["heads.kind=random", "heads.n=2"])
     assert (a7.heads.kind, a7.heads.n) == ("random", 2)
 
@@ -66,6 +69,8 @@ def test_one_line_errors(tmp_path):
         load_config(MethodConfig, write(tmp_path, {}))
     with pytest.raises(ConfigError, match="kind=file needs path"):
         load_config(MethodConfig, path, ["heads.kind=file"])
+    with pytest.raises(ConfigError, match=r"rescaling\.baseline='mean': Input should be 'uniform' or 'thinking'"):
+        load_config(MethodConfig, path, ["rescaling.baseline=mean"])
     with pytest.raises(ConfigError, match=r"rescaling\.delta=1"):
         load_config(MethodConfig, path, ["rescaling.delta=1"])
 

@@ -31,6 +31,7 @@ SWITCHES = {
     "a5_no_difficulty": {"method.rescaling.difficulty_aware": False},
     "a6_gamma_notes": {"method.rescaling.gamma_variant": "paper_notes"},
     "a7_random_heads": {"method.heads": {"kind": "random", "n": 3, "seed": 0}},
+    "a8_thinking_baseline": {"method.rescaling.baseline": "thinking"},
 }
 
 
@@ -91,7 +92,7 @@ def test_arms_are_evaluated_on_the_starting_models_problems():
 def test_launch_refuses_an_unknown_arm():
     done = subprocess.run(["bash", str(FOLDER / "launch.sh"), "a9"], capture_output=True, text=True)
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [f"error: no arm 'a9' in {FOLDER} (start, a1..a7, report)"]
+    assert done.stderr.strip().splitlines() == [f"error: no arm 'a9' in {FOLDER} (start, a1..a8, report)"]
 
 
 def evaluation(accuracy: float, thinking: float) -> dict:

@@ -4,15 +4,16 @@
 #   experiments/attnpo/testbed/launch.sh a1           # A1 traineff only (gamma = 1)
 #   experiments/attnpo/testbed/launch.sh a2 heads=runs/attnpo/heads/testbed/heads.yaml   # A2 AttnPO
 #   experiments/attnpo/testbed/launch.sh a3 heads=... # ablations: a3 Pos-only, a4 Neg-only, a5 no difficulty
-#                                                     # awareness, a6 gamma variant, a7 random heads
+#                                                     # awareness, a6 gamma variant, a7 random heads,
+#                                                     # a8 the thinking baseline (ours, not the release's)
 #   experiments/attnpo/testbed/launch.sh report       # table + curves of every arm -> runs/attnpo/testbed/report
-# An arm is a1..a7 (its config a<n>_*.yaml) or a config's file name; the rest are dotted overrides of `attnpo train`, with
+# An arm is a1..a8 (its config a<n>_*.yaml) or a config's file name; the rest are dotted overrides of `attnpo train`, with
 # `heads=PATH` short for method.heads.path=PATH (the heads file `attnpo find-heads` wrote). Training then
 # the held-out evaluation of the final model, both into runs/attnpo/testbed/<config name>; a rerun resumes
 # from the last checkpoint and evaluates only what is not evaluated yet.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-arm="${1:?usage: launch.sh <start | a1..a7 | report> [key=value ...]}"
+arm="${1:?usage: launch.sh <start | a1..a8 | report> [key=value ...]}"
 shift
 cd "$here/../../.."
 runs=runs/attnpo/testbed
@@ -30,7 +31,7 @@ case "$arm" in
 esac
 configs=("$here/$arm"_*.yaml)
 [[ -f "$here/$arm" ]] && configs=("$here/$arm")   # a config's file name works too (the sweep passes one)
-[[ -f "${configs[0]}" ]] || { echo "error: no arm '$arm' in $here (start, a1..a7, report)" >&2; exit 2; }
+[[ -f "${configs[0]}" ]] || { echo "error: no arm '$arm' in $here (start, a1..a8, report)" >&2; exit 2; }
 args=()
 for a in "$@"; do
   case "$a" in
