@@ -69,7 +69,9 @@ def test_one_line_errors(tmp_path):
         load_config(MethodConfig, write(tmp_path, {}))
     with pytest.raises(ConfigError, match="kind=file needs path"):
         load_config(MethodConfig, path, ["heads.kind=file"])
-    with pytest.raises(ConfigError, match=r"rescaling\.baseline='mean': Input should be 'uniform' or 'thinking'"):
+    with pytest.raises(
+        ConfigError, match=r"rescaling\.baseline='mean': Input should be 'uniform' or 'thinking'"
+    ):
         load_config(MethodConfig, path, ["rescaling.baseline=mean"])
     with pytest.raises(ConfigError, match=r"rescaling\.delta=1"):
         load_config(MethodConfig, path, ["rescaling.delta=1"])

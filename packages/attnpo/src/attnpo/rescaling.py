@@ -74,10 +74,11 @@ def score_baselines(
     step-length-weighted mean `Σ_k |s_k|·S_k / Σ_k |s_k|` over the row's real steps. It is on the model's own
     attention scale, so multiplying every score by c > 0 leaves γ unchanged, and at p = 1 it always has
     some step of a response with unequal scores below it. Why: on the testbed model's short sequences most
-    of the answer rows' mass goes to the sink, prompt and answer tokens; in the partial A2 run
-    (experiments/attnpo/testbed/RESULTS.md) |F|/|o| sat about 6.5x above the median step score, so in most
-    responses every step fell below the release's baseline and Pos-Adv attenuated steps regardless of their
-    rank, while the heads still ranked the steps well.
+    of the answer rows' mass goes to the sink, prompt and answer tokens. In the partial A2 run
+    (experiments/attnpo/testbed/RESULTS.md, 111 responses) the heads still ranked the steps well (SRA
+    0.955), but |F|/|o| sat 6.45x above the median step score, every step lay below the release's baseline
+    in 71 responses, and 35.7% of the 112 steps Pos-Adv attenuated were oracle-redundant; replayed under
+    this baseline, 22 of 24 (91.7%).
 
     scores (B, K) step scores (any value past a row's `n_steps`); step_lengths (B, K) tokens per step;
     n_steps (B,) long; answer_tokens (B,) |F|; total_tokens (B,) |o|. A row without steps gets NaN under
