@@ -19,19 +19,18 @@ import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import torch
 import yaml
 
 from attncore.errors import UserError
 from attncore.ranking import mean_sra, pair_mask, pair_wins, responses_with_pairs, step_ranking_accuracy
-from attnpo.config import RescalingConfig
+from attnpo.config import RescalingConfig, ScoreBaseline
 from attnpo.rescaled_log import oracle_labels
 from attnpo.rescaling import StepFactors, step_factors
 
-Baseline = Literal["uniform", "thinking"]
-BASELINES: tuple[Baseline, ...] = get_args(Baseline)
+BASELINES: tuple[ScoreBaseline, ...] = get_args(ScoreBaseline)
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ class ReplayedResponse:
     lengths: list[int]
     labels: list[str | None] | None
     uniform_share: float
-    factors: dict[Baseline, StepFactors]
+    factors: dict[ScoreBaseline, StepFactors]
 
 
 def uniform_share(row: dict[str, Any], config: RescalingConfig) -> float:
@@ -97,7 +96,7 @@ def _share(hits: int, total: int) -> float | None:
 
 
 def baseline_figures(
-    replayed: Sequence[ReplayedResponse], logged: Sequence[dict[str, Any]], own: Baseline
+    replayed: Sequence[ReplayedResponse], logged: Sequence[dict[str, Any]], own: ScoreBaseline
 ) -> dict[str, Any]:
     """Figures of the replay. Per baseline: the steps below S_base and the oracle-redundant share of them,
     the responses with every step below it, the Pos-Adv-attenuated steps (how many, the oracle-redundant

@@ -199,6 +199,10 @@ class AdvantageConfig(Config):
 # --- stepwise rescaling (spec §6) -------------------------------------------------------------------
 
 
+ScoreBaseline = Literal["uniform", "thinking"]
+"""What S_base scales by p^β: the release's |F|/|o|, or the response's length-weighted mean step score."""
+
+
 class RescalingConfig(Config):
     """Per-step factors γ_k on the outcome advantage of correct responses (spec §6).
 
@@ -214,7 +218,7 @@ class RescalingConfig(Config):
     neg_adv: bool = True
     difficulty_aware: bool = True
     gamma_variant: Literal["code", "paper_notes"] = "code"
-    baseline: Literal["uniform", "thinking"] = "uniform"
+    baseline: ScoreBaseline = "uniform"
     beta: float = Field(2.0, ge=0)
     lam: float = Field(2.0, ge=0)
     delta: float = Field(0.0, ge=0, lt=1)

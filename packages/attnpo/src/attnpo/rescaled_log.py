@@ -3,8 +3,8 @@
 One line per response that went through step treatment (correct, >= 2 steps, nonzero advantage): the
 problem and its gold answer, the group accuracy p, the outcome advantage A, the baseline S_base, |F| and
 |o| (`answer_tokens`, `total_tokens`) and, per step, its text, token count, KFH score S_k, factor γ_k and
-whether Pos-Adv or Neg-Adv set it (logs written before the token counts lack them). Written by `attnpo train`
-(`log_rescaled=true`) into `rescaled/rank-<process>.jsonl`; read by `attnpo view` (one response as HTML)
+whether Pos-Adv or Neg-Adv set it (logs written before the token counts lack them). Written by `attnpo
+train` (`log_rescaled=true`) into `rescaled/rank-<process>.jsonl`; read by `attnpo view` (one response as HTML)
 and `attnpo report` (the oracle's labels of the attenuated steps, on testbed problems). A step a resumed
 run trains again is logged again: readers keep the last line of each (step, process, row).
 """

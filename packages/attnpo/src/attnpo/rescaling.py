@@ -20,12 +20,11 @@ padding).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor
 
-from attnpo.config import RescalingConfig
+from attnpo.config import RescalingConfig, ScoreBaseline
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,7 @@ def score_baselines(
     n_steps: Tensor,
     answer_tokens: Tensor,
     total_tokens: Tensor,
-    kind: Literal["uniform", "thinking"],
+    kind: ScoreBaseline,
 ) -> Tensor:
     """(B,) the score a step of each row would get under uniform attention, before the factor p^β.
 
