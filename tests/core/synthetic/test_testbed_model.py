@@ -29,6 +29,8 @@ from attncore.synthetic.testbed_model import (
 )
 from attncore.tiny import train_tokenizer
 
+RECIPES = Path(__file__).parents[3] / "experiments" / "testbed"
+
 
 @pytest.fixture(scope="module")
 def tokenizer():
@@ -74,15 +76,20 @@ def test_recipe_hash_ignores_evaluation_only_settings():
 
 
 def test_recipe_hash_of_a_built_recipe_survives_later_trace_options():
-    # The v2 default's hash as written into the built testbed-mini's cache marker before the v3 options:
-    # off, they leave its traces and its identity unchanged; on, they make another recipe.
-    base = TestbedModelConfig()
-    assert config_hash(base) == "f019e7b6a2385725"
+    """The hashes the two built testbed models recorded in their cache markers: v2 as `testbed-mini`
+    before the v3 trace options existed, v3 as `testbed-mini-v3`. Protects that adding trace options
+    (off) leaves an older recipe's identity, so its build still resumes and `--if-missing` still finds it;
+    the name is part of the identity, so under its new name v2.yaml is another recipe."""
+    v2 = load_config(TestbedModelConfig, RECIPES / "v2.yaml")
+    v3 = load_config(TestbedModelConfig, RECIPES / "default.yaml")
+    assert config_hash(v2.model_copy(update={"name": "testbed-mini"})) == "f019e7b6a2385725"
+    assert config_hash(v3.model_copy(update={"name": "testbed-mini-v3"})) == "cf70b623787a69e8"
+    assert config_hash(v2) != config_hash(v2.model_copy(update={"name": "testbed-mini"}))
     for option in ("answer_marker", "anchor_after_answer"):
-        trace = base.data.trace.model_copy(update={option: True})
-        assert config_hash(
-            base.model_copy(update={"data": base.data.model_copy(update={"trace": trace})})
-        ) != (config_hash(base))
+        trace = v2.data.trace.model_copy(update={option: True})
+        assert config_hash(v2.model_copy(update={"data": v2.data.model_copy(update={"trace": trace})})) != (
+            config_hash(v2)
+        )
 
 
 def test_missing_checkpoint_names_the_build_command(monkeypatch, tmp_path):
@@ -144,8 +151,10 @@ def test_scratch_recipe_saves_a_loadable_checkpoint(tmp_path, monkeypatch):
 
 def test_default_yaml_is_the_code_default():
     """`attncore synth train-model` without a config and with `default.yaml` build the same model."""
-    default_yaml = Path(__file__).parents[3] / "experiments" / "testbed" / "default.yaml"
-    assert load_config(TestbedModelConfig, default_yaml, []).model_dump() == TestbedModelConfig().model_dump()
+    assert (
+        load_config(TestbedModelConfig, RECIPES / "default.yaml", []).model_dump()
+        == TestbedModelConfig().model_dump()
+    )
 
 
 def test_an_override_keeps_the_rest_of_the_recipe():

@@ -140,7 +140,7 @@ def test_openings_stay_opaque_with_plans():
     # v1's 1,600 training traces all open with a plan step: measured 0.673. Testbed v2 moves the plan's
     # openings onto essential steps and "First," onto the opening restatements: measured 0.720.
     assert opening_predictability(generate_examples(_recipe("v1.yaml").data)) <= 0.70
-    assert opening_predictability(generate_examples(TestbedModelConfig().data)) <= 0.73
+    assert opening_predictability(generate_examples(_recipe("v2.yaml").data)) <= 0.73
 
 
 def _recipe(name: str) -> TestbedModelConfig:
@@ -165,24 +165,25 @@ def test_v1_and_micro_recipes_keep_their_traces_byte_for_byte():
         _fingerprint(_recipe("micro.yaml").data)
         == "861f3bd6d5b83ebbc54fd65d363817955fbaad02eeb6eb14a3b903eec9ae438e"
     )
-    assert _recipe("default.yaml") == TestbedModelConfig()
 
 
 def test_v2_recipe_keeps_its_traces_byte_for_byte():
-    # Digest of default.yaml's (testbed v2's) training traces at commit c6a5b85, before the v3 options.
+    # Digest of testbed v2's training traces at commit c6a5b85, when v2.yaml was default.yaml, before the
+    # v3 options: the traces the built v2 model (testbed-mini-v2) was trained on.
     assert (
-        _fingerprint(_recipe("default.yaml").data)
+        _fingerprint(_recipe("v2.yaml").data)
         == "96284fe6cfbae31afe1d6708cd0ba762cc454892ad66af25205e9f4c5c8e2b18"
     )
 
 
-V2_TRACE = TestbedModelConfig().data.trace
+V2 = _recipe("v2.yaml")
+V2_TRACE = V2.data.trace
 
 
 @settings(max_examples=150, deadline=None)
 @given(seed=st.integers(0, 10**9), index=st.integers(0, 10**6))
 def test_v2_traces_open_the_first_computation_with_the_plan_and_the_oracle_agrees(seed: int, index: int):
-    cfg = SyntheticConfig(seed=seed, problem=TestbedModelConfig().data.problem, trace=V2_TRACE)
+    cfg = SyntheticConfig(seed=seed, problem=V2.data.problem, trace=V2_TRACE)
     example = generate_example(cfg, index)
     trace, problem = example.trace, example.problem
     essential = [i for i, step in enumerate(trace.steps) if step.essential]
@@ -226,9 +227,7 @@ def test_placement_puts_redundant_steps_in_the_weighted_region(region, where):
 def test_v2_recipe_places_redundancy_where_r1_overthinking_does():
     # Measured on the recipe's 1,600 training traces: 54.1% of (essential, redundant) pairs have the
     # redundant step after the essential one (v1: 26.1%), and no trivial ranker reaches 0.6.
-    report = trivial_ranker_report(
-        [response_from_row(e.to_row(), 1) for e in generate_examples(TestbedModelConfig().data)]
-    )
+    report = trivial_ranker_report([response_from_row(e.to_row(), 1) for e in generate_examples(V2.data)])
     assert 0.5 <= report["later step"].share_after <= 0.6
     assert all(0.4 <= acc.sra <= 0.6 for acc in report.values())
 
@@ -279,7 +278,7 @@ def test_v3_marks_the_answer_and_anchors_the_steps_after_it_on_a_small_case():
     assert [str(label) for label in labelling.labels] == example.labels
 
 
-V3 = _recipe("v3.yaml")
+V3 = _recipe("default.yaml")
 
 
 @settings(max_examples=150, deadline=None)
@@ -299,12 +298,11 @@ def test_v3_traces_mark_the_answer_once_anchor_every_later_step_and_the_oracle_a
     assert [str(label) for label in labelling.labels] == example.labels
 
 
-def test_v3_recipe_is_v2_with_its_trace_section_changed():
-    v2 = TestbedModelConfig()
-    assert V3.name == "testbed-mini-v3"
-    assert V3.model_dump(exclude={"name", "data"}) == v2.model_dump(exclude={"name", "data"})
-    assert V3.data.model_dump(exclude={"trace"}) == v2.data.model_dump(exclude={"trace"})
-    v2_trace, v3_trace = v2.data.trace.model_dump(), V3.data.trace.model_dump()
+def test_v3_default_recipe_is_v2_with_its_trace_section_changed():
+    assert (V3.name, V2.name) == ("testbed-mini", "testbed-mini-v2")
+    assert V3.model_dump(exclude={"name", "data"}) == V2.model_dump(exclude={"name", "data"})
+    assert V3.data.model_dump(exclude={"trace"}) == V2.data.model_dump(exclude={"trace"})
+    v2_trace, v3_trace = V2.data.trace.model_dump(), V3.data.trace.model_dump()
     changed = {key for key in v2_trace if v2_trace[key] != v3_trace[key]}
     assert changed == {"redundancy", "role_weights", "answer_marker", "anchor_after_answer"}
 

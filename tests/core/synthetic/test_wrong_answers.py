@@ -24,7 +24,7 @@ _spec.loader.exec_module(wrong_answers)
 FORM_OF_ROLE = {StepRole.CORRECTION: "compute", StepRole.SLIP: "compute"}
 
 
-@pytest.mark.parametrize("recipe", ["v1.yaml", "default.yaml", "v3.yaml"])
+@pytest.mark.parametrize("recipe", ["v1.yaml", "v2.yaml", "default.yaml"])
 def test_every_generated_step_is_read_back_as_the_form_of_its_role(recipe: str):
     data = load_config(TestbedModelConfig, TESTBED / recipe).data.model_copy(update={"count": 300})
     for example in generate_examples(data):
