@@ -22,6 +22,8 @@ from safetensors.torch import load_file
 from attncore.scores import batch_step_scores
 from attncore.steps import unscored_reason
 from attnpo.advantages import outcome_advantages
+from attnpo.baseline_replay import replay_run
+from attnpo.rescaled_log import read_rescaled
 from attnpo.rescaling import rescale_advantages
 from attnpo.rewards import group_rewards
 from attnpo.train import keep_metrics_until, last_checkpoint, run_train
@@ -31,7 +33,7 @@ from attnpo.trainer import padded_steps
 @pytest.mark.slow
 def test_token_advantages_are_the_pure_functions_of_the_batch(memorised_model, train_config, tmp_path):
     model_dir, problems = memorised_model
-    cfg = train_config(model_dir, problems, tmp_path / "run", "steps=2", "save_every=1")
+    cfg = train_config(model_dir, problems, tmp_path / "run", "steps=2", "save_every=1", "log_rescaled=true")
     seen = []
 
     def check(trainer, batch):
@@ -51,6 +53,7 @@ def test_token_advantages_are_the_pure_functions_of_the_batch(memorised_model, t
     run_train(cfg, progress=False, on_step_batch=check)
     assert len(seen) == 2
     touched_any, attenuated = False, 0
+    treated = []  # (step, |F|, |o|, step token counts) of each response that went through step treatment
     for batch, alone in seen:
         inputs = batch.inputs
         correct, lengths = inputs["attnpo_correct"], inputs["completion_mask"].sum(1)
@@ -79,6 +82,11 @@ def test_token_advantages_are_the_pure_functions_of_the_batch(memorised_model, t
         assert torch.equal(inputs["advantages"], want.tokens.float())
         assert torch.equal(batch.rescaled.tokens, want.tokens)
         touched_any |= bool(want.factors.touched.any())
+        lengths_k = (spans[..., 1] - spans[..., 0]).tolist()
+        treated += [
+            (batch.global_step, int(answer[b]), int(total[b]), lengths_k[b][: int(counts[b])])
+            for b in want.factors.touched.nonzero().flatten().tolist()
+        ]
         attenuated += int((want.factors.pos | want.factors.neg).sum())
         # and the same from the standalone scores, up to float rounding
         values_alone, *_ = padded_steps(batch.segments, alone)
@@ -86,6 +94,15 @@ def test_token_advantages_are_the_pure_functions_of_the_batch(memorised_model, t
     assert touched_any, "no response went through step treatment: the test lost its point"
     assert attenuated > 0, "no step was attenuated: the gamma path went untested"
     out = tmp_path / "run"
+    # the rescaled log holds each treated response's |F|, |o| and step token counts, and replaying it
+    # under the run's baseline gives the flags the trainer logged
+    rescaled = read_rescaled(out)
+    got = [
+        (r["step"], r["answer_tokens"], r["total_tokens"], [s["tokens"] for s in r["steps"]])
+        for r in rescaled
+    ]
+    assert sorted(got) == sorted(treated)
+    assert replay_run(out)["reproduced"] == {"baseline": "uniform", "mismatched_steps": 0}
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [row for row in logged if "attnpo/reward" in row]
     assert [row["step"] for row in steps] == [1, 2]
