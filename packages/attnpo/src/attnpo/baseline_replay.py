@@ -29,6 +29,7 @@ from attncore.ranking import mean_sra, pair_mask, pair_wins, responses_with_pair
 from attnpo.config import RescalingConfig, ScoreBaseline
 from attnpo.rescaled_log import oracle_labels
 from attnpo.rescaling import StepFactors, step_factors
+from attnpo.rl_report import percent_cell
 
 BASELINES: tuple[ScoreBaseline, ...] = get_args(ScoreBaseline)
 
@@ -170,10 +171,6 @@ def _scale_figures(replayed: Sequence[ReplayedResponse]) -> dict[str, Any]:
     }
 
 
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.1f}%"
-
-
 def figures_table(figures: dict[str, Any]) -> str:
     """The figures of `baseline_figures` as a markdown table and two lines."""
     lines = [
@@ -185,8 +182,8 @@ def figures_table(figures: dict[str, Any]) -> str:
         f = figures[kind]
         position = "—" if f["pos_position"] is None else f"{f['pos_position']:.3f}"
         lines.append(
-            f"| {kind} | {f['below']} ({_pct(f['below_redundant'])}) | {f['every_step_below']} | {f['pos']} "
-            f"| {_pct(f['pos_redundant'])} | {position} | {f['neg']} | {_pct(f['neg_essential'])} |"
+            f"| {kind} | {f['below']} ({percent_cell(f['below_redundant'])}) | {f['every_step_below']} | {f['pos']} "
+            f"| {percent_cell(f['pos_redundant'])} | {position} | {f['neg']} | {percent_cell(f['neg_essential'])} |"
         )
     s, r = figures["scale"], figures["reproduced"]
     sra = "—" if s["sra"] is None else f"{s['sra']:.3f} over {s['sra_responses']} responses"

@@ -149,7 +149,8 @@ def read_experiment(root: Path, start: str | None = None) -> list[ArmFigures]:
     return arms
 
 
-def _pct(value: float | None) -> str:
+def percent_cell(value: float | None) -> str:
+    """A share as a table cell: one decimal percent, a dash when there is none."""
     return "—" if value is None else f"{100 * value:.1f}%"
 
 
@@ -157,7 +158,7 @@ def _accuracy(a: Interval | None) -> str:
     if a is None:
         return "—"
     if a.low is None or a.high is None:
-        return _pct(a.mean)
+        return percent_cell(a.mean)
     return f"{100 * a.mean:.1f}% [{100 * a.low:.1f}, {100 * a.high:.1f}]"
 
 
@@ -189,7 +190,7 @@ def report_table(arms: list[ArmFigures], reference: str | None) -> str:
                 if a.thinking_tokens is None
                 else f"{100 * (a.thinking_tokens / ref.thinking_tokens - 1):+.1f}%"
             )
-        cells += [_pct(a.redundancy_ratio), _pct(a.well_formed)]
+        cells += [percent_cell(a.redundancy_ratio), percent_cell(a.well_formed)]
         cells += [
             "—"
             if key not in a.attenuated
