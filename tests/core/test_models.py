@@ -147,3 +147,23 @@ def test_gguf_dequantized_cache_reloads_with_equal_logits(smollm2):
     assert reloaded.source == smollm2.source
     config = smollm2.model.config
     assert (config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads) == (30, 9, 3)
+
+
+def test_atomic_build_leaves_the_callers_random_numbers_alone(tmp_path):
+    """A build runs only on a cold cache, so what it draws must not move what the caller draws next: a run
+    from a clean cache then draws the numbers a run from a warm one does."""
+    final = tmp_path / "m"
+
+    def build(tmp):
+        torch.save(torch.randn(64), tmp / "w.pt")  # as dequantizing does: a model initialised at random
+
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    atomic_build(final, build)  # cold: builds
+    after_cold = torch.rand(4)
+    torch.manual_seed(0)
+    atomic_build(final, build)  # warm: nothing to build
+    after_warm = torch.rand(4)
+    assert is_complete_cache(final)
+    assert torch.equal(after_cold, expected) and torch.equal(after_warm, expected)

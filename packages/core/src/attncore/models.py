@@ -111,14 +111,20 @@ def atomic_build(final: Path, build: Callable[[Path], None], info: dict | None =
     """Run `build(tmp)` in a sibling temporary folder, then rename it to `final` in one step.
 
     A crash leaves only a `.tmp-*` folder, which no loader reads; a concurrent builder that wins the
-    race is kept and our copy is discarded.
+    race is kept and our copy is discarded. `build` runs on a fork of torch's CPU random state (builds run
+    on the CPU): it runs only when the cache is cold, so what it draws (dequantizing first initialises a
+    model at random) would make a run from a clean cache draw other numbers after it than a run from a
+    warm one (a clean-cache build of the micro testbed model started from other new-token embeddings).
     """
+    import torch
+
     if is_complete_cache(final):
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
     try:
-        build(tmp)
+        with torch.random.fork_rng(devices=[]):
+            build(tmp)
         (tmp / CACHE_MARKER).write_text(json.dumps({"built_at": time.time(), **(info or {})}))
         share_as_umask_allows(tmp)
         if final.exists() and not is_complete_cache(final):
