@@ -226,12 +226,14 @@ def plot_curves(arms: list[ArmFigures], path: Path) -> Path | None:
     if not trained:
         return None
     fig = Figure(figsize=(5 * len(CURVES), 4), dpi=100)
+    colour = {arm.name: f"C{i % 10}" for i, arm in enumerate(trained)}  # an arm keeps its colour on every panel
     for i, (key, label) in enumerate(CURVES.items()):
         ax = fig.add_subplot(1, len(CURVES), i + 1)
         for arm in trained:
             points = arm.curves.get(key, [])
             if points:
-                ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=arm.name, linewidth=1.2)
+                ax.plot(*zip(*points, strict=True), marker="o", markersize=3, label=arm.name, linewidth=1.2,
+                        color=colour[arm.name])
         ax.set_xlabel("training step")
         ax.set_ylabel(label)
         ax.set_title(f"training rollouts: {label}")
