@@ -96,3 +96,22 @@ def test_the_molsaki_eval_prompt_is_the_training_sequence_up_to_the_rationale(to
     assert tok.chat_template and text == f"Question: {QUESTION}\nRationale:"
     first_target = next(i for i, label in enumerate(ex.rationale.labels) if label != IGNORE_INDEX)
     assert ids == list(ex.rationale.ids[:first_target])
+
+
+def test_the_vanilla_eval_prompt_is_the_answer_task_up_to_the_answer(tok):
+    """A vanilla fine-tuned student learned only the answer task: `molsaki_answer` gives it that task's
+    prompt token for token, and its bare answer grades by the last number."""
+    from attncore.data import Problem
+    from attncore.grading import Grader, GradingMode
+    from attncore.prompts import PromptConfig, encode_prompt
+
+    ex = student_example(tok, "m1", QUESTION, RATIONALE, "520", TaskFormat(), CriticalConfig())
+    text, ids = encode_prompt(
+        Problem("m1", QUESTION, "520", "t"), tok, PromptConfig(template="molsaki_answer")
+    )
+    assert tok.chat_template and text == f"Question: {QUESTION}\nAnswer:"
+    first_target = next(i for i, label in enumerate(ex.answer.labels) if label != IGNORE_INDEX)
+    assert ids == list(ex.answer.ids[:first_target])
+    target = tok.decode([t for t in ex.answer.labels if t != IGNORE_INDEX], skip_special_tokens=True)
+    assert target == " 520"
+    assert Grader().grade([target], ["520"], GradingMode.MATH)[0].correct

@@ -14,11 +14,15 @@ cd "$here/../../.."
 runs=runs/cotattn/testbed
 threads="threads=${THREADS:-1}"
 
+eval_config() {  # <train yaml>: the vanilla student answers the answer task; every other the rationale task
+  [[ "$(basename "$1")" == train_vanilla.yaml ]] && echo "$here/eval_vanilla.yaml" || echo "$here/eval.yaml"
+}
+
 train_and_eval() {  # <train yaml> <run folder> [overrides...]
   local config="$1" out="$2"
   shift 2
   uv run cotattn train --config "$here/$config" "out=$out" "$threads" "$@"
-  uv run attncore eval --config "$here/eval.yaml" "model.name=$out/student" "out=$out/eval" "$threads"
+  uv run attncore eval --config "$(eval_config "$config")" "model.name=$out/student" "out=$out/eval" "$threads"
 }
 
 if [[ $# -gt 0 ]]; then
@@ -35,7 +39,7 @@ if [[ $# -gt 0 ]]; then
     train_and_eval "$config" "$runs/${name#train_}-seed$seed" "$@"
   else
     uv run cotattn train --config "$here/$config" "out=$trial/train" tracking.mode=disabled "$threads" "$@"
-    uv run attncore eval --config "$here/eval.yaml" "model.name=$trial/train/student" "out=$trial" "$threads"
+    uv run attncore eval --config "$(eval_config "$config")" "model.name=$trial/train/student" "out=$trial" "$threads"
   fi
   exit 0
 fi

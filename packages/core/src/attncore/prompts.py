@@ -12,6 +12,9 @@
 - `molsaki`: a distilled MoLSAKI student's rationale task, the canonical text up to the rationale
   (`Question: {q}\nRationale:`, `attncore.store.config.TextFormat`) after the tokenizer's special
   prefix, never through a chat template: exactly what the student was trained to continue.
+- `molsaki_answer`: the same student's answer task (`Question: {q}\nAnswer:`, the prefix
+  `attncore.store.config.ANSWER_PREFIX`): what a vanilla fine-tuned student (answers only, no
+  rationale) was trained to continue; graded by the last number (`grading.mode: math`).
 
 Tokenizers without a chat template (base models) get a `Question: ... Answer:` rendering.
 """
@@ -31,6 +34,10 @@ PLAIN_INSTRUCTION = (
 )
 
 
+STUDENT_TEMPLATES = ("molsaki", "molsaki_answer")
+"""The distilled student's own task formats: rendered as plain text, never through a chat template."""
+
+
 class Example(Config):
     """A worked example shown to the model as an earlier chat turn."""
 
@@ -48,7 +55,7 @@ class PromptConfig(Config):
     """Which template renders problems; `instruction` replaces the template's default instruction and
     `examples` the default worked examples (one for `plain`, none for `r1`)."""
 
-    template: Literal["r1", "plain", "molsaki"] = "plain"
+    template: Literal["r1", "plain", "molsaki", "molsaki_answer"] = "plain"
     instruction: str | None = None
     examples: list[Example] | None = None
     system: str | None = None
@@ -89,10 +96,12 @@ def chat_messages(problem: Problem, cfg: PromptConfig) -> list[dict[str, str]]:
 
 def render_prompt(problem: Problem, tokenizer, cfg: PromptConfig) -> str:
     """The full prompt text (special tokens included) the model continues."""
-    if cfg.template == "molsaki":
-        from attncore.store.config import TextFormat  # store.config imports this module
+    if cfg.template in STUDENT_TEMPLATES:
+        from attncore.store.config import ANSWER_PREFIX, TextFormat  # store.config imports this module
 
         text_format = TextFormat()
+        if cfg.template == "molsaki_answer":
+            return f"{text_format.question_prefix}{problem.problem}{ANSWER_PREFIX.rstrip(' ')}"
         return text_format.render(problem.problem, "")[0][: text_format.prompt_length(problem.problem)]
     if getattr(tokenizer, "chat_template", None):
         messages = chat_messages(problem, cfg)
@@ -113,6 +122,6 @@ def encode_prompt(problem: Problem, tokenizer, cfg: PromptConfig) -> tuple[str, 
     """Prompt text and its token ids; the chat template already holds the special tokens, other prompts
     get the tokenizer's own (BOS)."""
     text = render_prompt(problem, tokenizer, cfg)
-    chat = getattr(tokenizer, "chat_template", None) and cfg.template != "molsaki"
+    chat = getattr(tokenizer, "chat_template", None) and cfg.template not in STUDENT_TEMPLATES
     ids = tokenizer(text, add_special_tokens=not chat)["input_ids"]
     return text, list(ids)

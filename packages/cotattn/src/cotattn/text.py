@@ -22,7 +22,7 @@ from attncore.alignment import encode_text, token_at_char
 from attncore.config import Config
 from attncore.critical import CriticalConfig
 from attncore.scores import TextLayout
-from attncore.store.config import TextFormat
+from attncore.store.config import ANSWER_PREFIX, TextFormat
 from attncore.store.extract import PreparedText, prepare_text, special_prefix
 from attncore.store.inputs import RationaleExample
 from attncore.store.store import segmentation_meta
@@ -36,7 +36,7 @@ class TaskFormat(Config):
     task replaces its rationale prefix by `answer_prefix`."""
 
     text: TextFormat = TextFormat()
-    answer_prefix: str = "\nAnswer: "
+    answer_prefix: str = ANSWER_PREFIX
 
     def answer_text(self, question: str, answer: str) -> tuple[str, int]:
         """The answer task's text and where its target begins: at the answer prefix's trailing spaces,

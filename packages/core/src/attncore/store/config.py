@@ -29,6 +29,10 @@ class InputConfig(Config):
     limit: int | None = Field(None, ge=1, description="first N examples, in file order")
 
 
+ANSWER_PREFIX = "\nAnswer: "
+"""MoLSAKI's answer task (molsaki-spec §7) writes `{question_prefix}{question}{ANSWER_PREFIX}{answer}`."""
+
+
 class TextFormat(Config):
     """MoLSAKI's canonical text, `{question_prefix}{question}{rationale_prefix}{rationale}`: the
     student's rationale-task input (molsaki-spec §7). The question/rationale border is a step border."""
