@@ -300,3 +300,18 @@ def test_a_gpt2_student_trains_with_the_router(teacher_dir, tmp_path):
     router = load_file(str(tmp_path / "out" / ROUTER_FILE))
     assert router["proj.weight"].shape == (3, 3 * 32) and router["proj.weight"].abs().sum() > 0
     assert summary["last_log"]["loss_att"] > 0
+
+
+@pytest.mark.parametrize("router_rate", [None, 1e-7])
+def test_the_router_steps_at_its_own_rate(router_rate, teacher_dir, tiny_model_dir, tmp_path):
+    """AdamW's first step moves each router weight by about its group's rate: the student's, or
+    `optim.router_learning_rate` when set (the zero-initialised weights show the step itself)."""
+    cfg = train_config(
+        teacher_dir, tiny_model_dir("qwen2"), tmp_path, ARMS["molsaki"], max_steps=1,
+        router_learning_rate=router_rate,
+    )  # fmt: skip
+    run_training(cfg, progress=False)
+    step = load_file(str(tmp_path / ROUTER_FILE))["proj.weight"].abs()
+    rate = router_rate or cfg.optim.learning_rate
+    assert step.max() == pytest.approx(rate, rel=1e-3)
+    assert (step > rate / 2).float().mean() > 0.9

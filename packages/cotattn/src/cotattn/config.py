@@ -106,6 +106,13 @@ class OptimConfig(Config):
     """Optimisation (spec §8, §12 defaults): full fine-tuning with AdamW, linear decay, no warmup."""
 
     learning_rate: float = Field(5e-5, gt=0, allow_inf_nan=False)
+    router_learning_rate: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="the MoL router's own rate (None: learning_rate). Its inputs are sums over the sequence "
+        "(spec §6), so one AdamW step of about the rate on every weight moves its logits by rate·Σ|h|/τ2",
+    )
     batch_size: int = Field(16, ge=1)
     gradient_accumulation_steps: int = Field(1, ge=1)
     max_steps: int = Field(4000, ge=1)

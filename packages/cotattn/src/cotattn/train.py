@@ -249,6 +249,7 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
             data_collator=partial(collate, pad_id=pad_id),
             arm=cfg.arm,
             router=router,
+            router_learning_rate=o.router_learning_rate,
             tracker=tracker,
         )
         last = get_last_checkpoint(str(out / CHECKPOINTS_DIR)) if (out / CHECKPOINTS_DIR).is_dir() else None

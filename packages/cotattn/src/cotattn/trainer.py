@@ -7,10 +7,11 @@ forward; the router (or the SL one-hot) mixes the layers and `stepwise_kl` compa
 cached teacher target. The capture is switched on around that one forward only, so checkpoints keep the
 model's own attention implementation.
 
-The router is trained with the student (its own optimizer group, no weight decay), saved in each
-checkpoint as `mol_router.safetensors` and restored on resume; it is never part of the student's
-weights; its gradients are cleared after each optimizer step like the model's. Logged every `logging_steps`: the three losses (and MMI), the share of examples with L_att, the
-router's mean weight per layer and its entropy.
+The router is trained with the student (its own optimizer group: no weight decay, and
+`optim.router_learning_rate` when set), saved in each checkpoint as `mol_router.safetensors` and
+restored on resume; it is never part of the student's weights; its gradients are cleared after each
+optimizer step like the model's. Logged every `logging_steps`: the three losses (and MMI), the share of
+examples with L_att, the router's mean weight per layer and its entropy.
 """
 
 from __future__ import annotations
@@ -64,12 +65,14 @@ class DistillTrainer(Trainer):
         *args: Any,
         arm: ArmConfig,
         router: MoLRouter | None = None,
+        router_learning_rate: float | None = None,
         tracker: Tracker | None = None,
         **kwargs: Any,
     ):
         super().__init__(*args, **kwargs)
         self.arm = arm
         self.router = router
+        self.router_learning_rate = router_learning_rate
         self.tracker = tracker
         self.capture = None
         self.student_layers: list[int] | None = None
@@ -171,7 +174,10 @@ class DistillTrainer(Trainer):
         fresh = self.optimizer is None
         optimizer = super().create_optimizer(model)
         if fresh and self.router is not None:
-            optimizer.add_param_group({"params": list(self.router.parameters()), "weight_decay": 0.0})
+            group = {"params": list(self.router.parameters()), "weight_decay": 0.0}
+            if self.router_learning_rate is not None:  # the schedule scales it as it scales the student's
+                group["lr"] = self.router_learning_rate
+            optimizer.add_param_group(group)
         return optimizer
 
     def _save_checkpoint(self, model, trial) -> None:
