@@ -21,7 +21,9 @@ train_and_eval() {  # <train yaml> <run name> [overrides...]
   shift 2
   local out="runs/cotattn/$pair/$name"
   uv run cotattn train --config "$config" "out=$out" "$@"
-  uv run attncore eval --config "$dir/eval.yaml" "model.name=$out/student" "out=$out/eval"
+  local eval_config="$dir/eval.yaml"  # the vanilla student learned the answer task only: its own prompt and grade
+  [[ "$name" == vanilla-* && -f "$dir/eval_vanilla.yaml" ]] && eval_config="$dir/eval_vanilla.yaml"
+  uv run attncore eval --config "$eval_config" "model.name=$out/student" "out=$out/eval"
 }
 
 for config in "$dir"/train_*.yaml; do
