@@ -21,8 +21,8 @@ train_and_eval() {  # <train yaml> <run name> [overrides...]
   shift 2
   local out="runs/cotattn/$pair/$name"
   uv run cotattn train --config "$config" "out=$out" "$@"
-  local eval_config="$dir/eval.yaml"  # the vanilla student learned the answer task only: its own prompt and grade
-  [[ "$name" == vanilla-* && -f "$dir/eval_vanilla.yaml" ]] && eval_config="$dir/eval_vanilla.yaml"
+  local eval_config="$dir/eval.yaml"  # or the arm's own eval_<arm>.yaml (vanilla: the answer task's prompt and grade)
+  [[ -f "$dir/eval_$arm.yaml" ]] && eval_config="$dir/eval_$arm.yaml"
   uv run attncore eval --config "$eval_config" "model.name=$out/student" "out=$out/eval"
 }
 

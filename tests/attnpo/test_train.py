@@ -299,10 +299,8 @@ def test_one_update_moves_probability_towards_the_rewarded_completions(
     after = load_model(ModelConfig(name=str(tmp_path / "run" / "final"))).model.eval()
     gained, lost, surrogate = [], [], 0.0
     for inputs in batches:
-        keys = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")
-        delta = _completion_logps(after, *(inputs[k] for k in keys)) - _completion_logps(
-            before, *(inputs[k] for k in keys)
-        )
+        tensors = [inputs[k] for k in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")]
+        delta = _completion_logps(after, *tensors) - _completion_logps(before, *tensors)
         mask = inputs["completion_mask"].bool()
         advantage = inputs["attnpo_outcome"]
         surrogate += float((advantage[:, None] * delta * mask).sum())

@@ -14,8 +14,11 @@ cd "$here/../../.."
 runs=runs/cotattn/testbed
 threads="threads=${THREADS:-1}"
 
-eval_config() {  # <train yaml>: the vanilla student answers the answer task; every other the rationale task
-  [[ "$(basename "$1")" == train_vanilla.yaml ]] && echo "$here/eval_vanilla.yaml" || echo "$here/eval.yaml"
+eval_config() {  # <train yaml>: the arm's own eval_<arm>.yaml where there is one (vanilla), else eval.yaml
+  local arm
+  arm="$(basename "$1" .yaml)"
+  arm="${arm#train_}"
+  [[ -f "$here/eval_$arm.yaml" ]] && echo "$here/eval_$arm.yaml" || echo "$here/eval.yaml"
 }
 
 train_and_eval() {  # <train yaml> <run folder> [overrides...]
