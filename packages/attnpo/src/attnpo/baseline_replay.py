@@ -25,11 +25,11 @@ import torch
 import yaml
 
 from attncore.errors import UserError
+from attncore.eval.report import percent_cell
 from attncore.ranking import mean_sra, pair_mask, pair_wins, responses_with_pairs, step_ranking_accuracy
 from attnpo.config import RescalingConfig, ScoreBaseline
 from attnpo.rescaled_log import oracle_labels
 from attnpo.rescaling import StepFactors, step_factors
-from attnpo.rl_report import percent_cell
 
 BASELINES: tuple[ScoreBaseline, ...] = get_args(ScoreBaseline)
 

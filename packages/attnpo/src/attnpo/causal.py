@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from attncore.config import Config
 from attncore.errors import UserError
+from attncore.eval.report import percent_cell
 from attncore.grading import Grader
 from attncore.models import LoadedModel
 from attncore.prompts import PromptConfig
@@ -84,20 +85,17 @@ class CausalResult:
         return asdict(self)
 
     def markdown(self) -> str:
-        def pct(x):
-            return "-" if x is None else f"{100 * x:.1f}%"
-
         return "\n".join(
             [
                 f"## Causal check: {self.k} step(s) removed, {self.responses} correct responses",
                 "",
                 "| condition | accuracy | removed steps labelled redundant |",
                 "|---|---:|---:|",
-                f"| original thinking | {pct(self.accuracy['original'])} | - |",
-                f"| without the {self.k} lowest-scored | {pct(self.accuracy['without_low'])} | "
-                f"{pct(self.redundant_share['without_low'])} of {self.labelled_removed['without_low']} |",
-                f"| without the {self.k} highest-scored | {pct(self.accuracy['without_high'])} | "
-                f"{pct(self.redundant_share['without_high'])} of {self.labelled_removed['without_high']} |",
+                f"| original thinking | {percent_cell(self.accuracy['original'])} | — |",
+                f"| without the {self.k} lowest-scored | {percent_cell(self.accuracy['without_low'])} | "
+                f"{percent_cell(self.redundant_share['without_low'])} of {self.labelled_removed['without_low']} |",
+                f"| without the {self.k} highest-scored | {percent_cell(self.accuracy['without_high'])} | "
+                f"{percent_cell(self.redundant_share['without_high'])} of {self.labelled_removed['without_high']} |",
                 "",
                 f"Redundancy by the `{self.label_source}` labels.",
             ]

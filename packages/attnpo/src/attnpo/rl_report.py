@@ -21,6 +21,7 @@ from pathlib import Path
 from attncore.data import read_rows
 from attncore.errors import UserError
 from attncore.eval.metrics import Interval, mean_interval
+from attncore.eval.report import percent_cell
 from attnpo.rescaled_log import oracle_labels, read_rescaled
 from attnpo.train import EVALUATION, evaluation_figures
 
@@ -147,11 +148,6 @@ def read_experiment(root: Path, start: str | None = None) -> list[ArmFigures]:
     if not arms:
         raise UserError(f"{root}: no arm folder with {EVALUATION} or {METRICS}")
     return arms
-
-
-def percent_cell(value: float | None) -> str:
-    """A share as a table cell: one decimal percent, a dash when there is none."""
-    return "—" if value is None else f"{100 * value:.1f}%"
 
 
 def _accuracy(a: Interval | None) -> str:

@@ -220,7 +220,13 @@ def load_report(run: str | Path) -> RunReport:
 
 
 def percent(value: float | None) -> str:
+    """A share in a column headed "(%)": one decimal, no sign."""
     return "-" if value is None else f"{100 * value:.1f}"
+
+
+def percent_cell(value: float | None) -> str:
+    """A share as a table cell that carries its own sign: one decimal percent, a dash when there is none."""
+    return "—" if value is None else f"{100 * value:.1f}%"
 
 
 def interval_text(low: float | None, high: float | None) -> str:
