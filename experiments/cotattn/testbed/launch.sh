@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# MoLSAKI CPU pair (issue 19): teacher testbed-mini -> student SmolLM2-135M cut to 10 layers, on testbed
+# MoLSAKI CPU pair (issue 19): teacher testbed-mini -> student SmolLM2-135M cut to 20 layers, on testbed
 # problems. From anywhere:
 #   experiments/cotattn/testbed/launch.sh                                  # every stage in order (README)
 #   experiments/cotattn/testbed/launch.sh train_molsaki.yaml [key=value]   # one student: train, then evaluate
