@@ -178,17 +178,22 @@ def test_report_table_and_curves(tmp_path):
     rows_ = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in lines}
     assert list(rows_) == ["a1_traineff", "a2_attnpo", "start"]
     assert table.splitlines()[0].startswith(
-        "| arm | steps | accuracy [95% CI] | mean thinking tokens | thinking vs"
+        "| arm | steps | accuracy [95% CI] | only a1_traineff / only arm (McNemar p) | mean thinking tokens"
+        " | thinking vs"
     )
     ci = mean_interval([1.0, 1.0, 1.0, 0.0])
     a2 = rows_["a2_attnpo"]
-    assert a2[1:4] == ["3", f"75.0% [{100 * ci.low:.1f}, {100 * ci.high:.1f}]", "120.0"]
-    assert a2[4] == "-25.0%" and rows_["start"][4] == "+25.0%" and rows_["a1_traineff"][4] == "+0.0%"
+    assert a2[1:3] == ["3", f"75.0% [{100 * ci.low:.1f}, {100 * ci.high:.1f}]"]
+    # paired on p0..p3 against A1 (T T F T): A2 (T T T F) solved p2 alone and lost p3, the start
+    # (T F F T) lost p1; exact McNemar 2 * C(2,0..1) / 4 and 2 * C(1,0) / 2, capped at 1
+    assert a2[3] == "1 / 1 (p = 1.000)" and rows_["start"][3] == "1 / 0 (p = 1.000)"
+    assert rows_["a1_traineff"][3] == "—" and a2[4] == "120.0"
+    assert a2[5] == "-25.0%" and rows_["start"][5] == "+25.0%" and rows_["a1_traineff"][5] == "+0.0%"
     redundant = sum(label == "redundant" for label, _ in pos) / len(pos)
     where = sum(w for _, w in pos) / len(pos)
     essential = sum(label == "essential" for label in neg) / len(neg)
-    assert a2[7:10] == [f"{100 * redundant:.1f}%", f"{where:.3f}", f"{100 * essential:.1f}% |"]
-    assert rows_["a1_traineff"][7:10] == ["—", "—", "— |"] and rows_["start"][1] == "—"
+    assert a2[8:11] == [f"{100 * redundant:.1f}%", f"{where:.3f}", f"{100 * essential:.1f}% |"]
+    assert rows_["a1_traineff"][8:11] == ["—", "—", "— |"] and rows_["start"][1] == "—"
     assert f"a2_attnpo {len(pos)} / {len(neg)}" in table
     assert curves == tmp_path / "report" / "curves.png" and curves.stat().st_size > 10_000
     assert (tmp_path / "report" / "positions.png").stat().st_size > 10_000

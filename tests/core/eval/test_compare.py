@@ -158,13 +158,22 @@ def test_compare_two_stored_runs(runs):
     tmp_path, _, _ = runs
     text = write_comparison([tmp_path / "base", tmp_path / "short"], out=tmp_path / "cmp")
     rows = table_rows(text)
-    # cells: pass@1 (CI), Δ pass@1, tokens, Δ tokens, truncated, AES
-    assert rows[("gsm8k", "base")][1:4] == ["base", "25.0", "base"]
-    assert rows[("gsm8k", "short")][1:] == ["+0.0", "10.0", "-60.0%", "0.0", "+0.600"]
-    assert rows[("gsm8k_tail", "short")][1:] == ["-25.0", "22.0", "+120.0%", "25.0", "-3.700"]
+    # cells: pass@1 (CI), Δ pass@1, only base / only run (p), tokens, Δ tokens, truncated, AES
+    assert rows[("gsm8k", "base")][1:5] == ["base", "base", "25.0", "base"]
+    # paired by rollout: gsm8k p0#1 only short, p1#1 only base; tail p2#0 and p3#1 only base, p3#0 only
+    # short; exact McNemar 2 * (C(2,0) + C(2,1)) / 4 and 2 * (C(3,0) + C(3,1)) / 8, both capped at 1
+    assert rows[("gsm8k", "short")][1:] == ["+0.0", "1 / 1 (p = 1.000)", "10.0", "-60.0%", "0.0", "+0.600"]
+    assert rows[("gsm8k_tail", "short")][1:] == [
+        "-25.0",
+        "2 / 1 (p = 1.000)",
+        "22.0",
+        "+120.0%",
+        "25.0",
+        "-3.700",
+    ]
     # averages over both benchmarks: pass@1 62.5 -> 50.0, tokens 17.5 -> 16.0, AES mean of the two
-    assert rows[("average", "base")][:3] == ["62.5", "base", "17.5"]
-    assert rows[("average", "short")] == ["50.0", "-12.5", "16.0", "-8.6%", "", "-1.550"]
+    assert rows[("average", "base")][:4] == ["62.5", "base", "", "17.5"]
+    assert rows[("average", "short")] == ["50.0", "-12.5", "", "16.0", "-8.6%", "", "-1.550"]
     assert (tmp_path / "cmp" / "compare.md").read_text().strip() == text.strip()
     assert (tmp_path / "cmp" / "accuracy_vs_tokens.png").read_bytes().startswith(PNG_MAGIC)
 

@@ -1,4 +1,4 @@
-"""Evaluation metrics against hand-computed values: pass@k, intervals, lengths, AES."""
+"""Evaluation metrics against hand-computed values: pass@k, intervals, lengths, AES, paired McNemar tests."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from attncore.eval.metrics import (
+    PairedOutcomes,
     aes,
+    mcnemar_exact_p,
     mean_interval,
     mean_or_none,
     mean_pass_at_k,
     median_or_none,
+    paired_outcomes,
     pass_at_1_interval,
     pass_at_k,
     pass_k_values,
@@ -100,3 +103,27 @@ def test_aes_hand_values():
     assert aes(0.5, 1100, 0.5, 1000) == pytest.approx(-0.1)
     assert aes(0.5, 1000, 0.5, 1000) == 0.0
     assert aes(0.5, 100, 0.0, 1000) is None
+
+
+def test_mcnemar_exact_hand_values():
+    # 1 vs 4 discordant: 2 * (C(5,0) + C(5,1)) / 2^5 = 12 / 32
+    assert mcnemar_exact_p(1, 4) == 0.375
+    assert mcnemar_exact_p(0, 6) == 2 / 64
+    assert mcnemar_exact_p(3, 3) == 1.0, "an even split is capped at 1"
+    assert mcnemar_exact_p(0, 0) == 1.0, "no discordant sample, no evidence"
+    with pytest.raises(ValueError):
+        mcnemar_exact_p(-1, 2)
+
+
+@given(st.integers(0, 40), st.integers(0, 40))
+def test_mcnemar_exact_is_symmetric_and_a_probability(a, b):
+    p = mcnemar_exact_p(a, b)
+    assert p == mcnemar_exact_p(b, a) and 0 < p <= 1
+    assert mcnemar_exact_p(a, b + 1) <= p or b + 1 <= a, "a wider split is no less significant"
+
+
+def test_paired_outcomes_pair_by_id_over_shared_samples():
+    base = {"p0#0": True, "p0#1": False, "p1#0": True, "p2#0": True}
+    run = {"p0#0": True, "p0#1": True, "p1#0": False, "p3#0": True}
+    assert paired_outcomes(base, run) == PairedOutcomes(shared=3, only_base=1, only_run=1, p_value=1.0)
+    assert paired_outcomes(base, {"other#0": True}) is None

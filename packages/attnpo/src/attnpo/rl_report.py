@@ -3,12 +3,13 @@ evaluation, and the training curves of every arm from its logged metrics.
 
 An experiment folder holds one subfolder per arm: `evaluation.json` (`attncore synth evaluate --out`,
 or `attnpo train` with an evaluation section), `evaluation.rollouts.jsonl` (per-problem verdicts, for the
-accuracy's interval) and, for a trained arm, `metrics.jsonl` and `rescaled/` (`attnpo train
-log_rescaled=true`). From `rescaled/` the oracle labels the steps AttnPO attenuated: the share of
-Pos-Adv-attenuated steps that are redundant, the share of Neg-Adv-zeroed steps that are essential, and
-where in the thinking the attenuated steps are (relative position, `positions.png`), pooled over the whole
-run (the trainer logs the same figures per step: `attnpo/oracle/*`, `attnpo/position/*`). A subfolder
-without an evaluation is listed with its training figures only, so the report can be made while arms run.
+accuracy's interval and the paired test against the reference arm on the same problems) and, for a
+trained arm, `metrics.jsonl` and `rescaled/` (`attnpo train log_rescaled=true`). From `rescaled/` the
+oracle labels the steps AttnPO attenuated: the share of Pos-Adv-attenuated steps that are redundant, the
+share of Neg-Adv-zeroed steps that are essential, and where in the thinking the attenuated steps are
+(relative position, `positions.png`), pooled over the whole run (the trainer logs the same figures per
+step: `attnpo/oracle/*`, `attnpo/position/*`). A subfolder without an evaluation is listed with its
+training figures only, so the report can be made while arms run.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from attncore.data import read_rows
 from attncore.errors import UserError
-from attncore.eval.metrics import Interval, mean_interval
+from attncore.eval.metrics import Interval, mean_interval, paired_outcomes
 from attncore.eval.report import percent_cell
 from attnpo.rescaled_log import oracle_labels, read_rescaled
 from attnpo.train import EVALUATION, evaluation_figures
@@ -53,6 +54,7 @@ class ArmFigures:
     thinking_tokens: float | None
     redundancy_ratio: float | None
     well_formed: float | None
+    verdicts: dict[str, bool] = field(default_factory=dict)
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     attenuated: dict[str, float] = field(default_factory=dict)
     positions: dict[str, list[float]] = field(default_factory=dict)
@@ -113,8 +115,11 @@ def read_arm(folder: Path, name: str | None = None) -> ArmFigures:
     steps = max((int(r["step"]) for r in rows if "step" in r), default=None)
     figures, rollouts = evaluation_figures(folder) or ({}, None)
     accuracy = None
+    verdicts: dict[str, bool] = {}
     if rollouts is not None:
-        accuracy = mean_interval([float(r["correct"]) for r in read_rows(rollouts)])
+        evaluated = read_rows(rollouts)
+        verdicts = {r["problem_id"]: bool(r["correct"]) for r in evaluated}  # one sample per problem
+        accuracy = mean_interval([float(r["correct"]) for r in evaluated])
     elif "accuracy" in figures:
         accuracy = Interval(figures["accuracy"], None, None)
     return ArmFigures(
@@ -125,6 +130,7 @@ def read_arm(folder: Path, name: str | None = None) -> ArmFigures:
         figures.get("mean_thinking_tokens"),
         figures.get("redundancy_ratio"),
         figures.get("well_formed"),
+        verdicts,
         curves,
         attenuated,
         positions,
@@ -158,13 +164,23 @@ def _accuracy(a: Interval | None) -> str:
     return f"{100 * a.mean:.1f}% [{100 * a.low:.1f}, {100 * a.high:.1f}]"
 
 
+def _paired(arm: ArmFigures, ref: ArmFigures) -> str:
+    """`only ref / only arm (p)` on the held-out problems both answered (exact McNemar)."""
+    if arm is ref:
+        return "—"
+    paired = paired_outcomes(ref.verdicts, arm.verdicts)
+    return "—" if paired is None else f"{paired.only_base} / {paired.only_run} (p = {paired.p_value:.3f})"
+
+
 def report_table(arms: list[ArmFigures], reference: str | None) -> str:
-    """Markdown table of the arms; thinking tokens also relative to the `reference` arm when evaluated."""
+    """Markdown table of the arms; thinking tokens relative to the `reference` arm, and the paired test of
+    each arm's held-out verdicts against the reference's, when the reference is evaluated."""
     ref = next((a for a in arms if a.name == reference and a.thinking_tokens), None)
     head = [
         "arm",
         "steps",
         "accuracy [95% CI]",
+        f"only {reference} / only arm (McNemar p)" if ref else None,
         "mean thinking tokens",
         f"thinking vs {reference}" if ref else None,
         "redundant share (oracle)",
@@ -178,6 +194,7 @@ def report_table(arms: list[ArmFigures], reference: str | None) -> str:
             a.name,
             "—" if a.steps is None else str(a.steps),
             _accuracy(a.accuracy),
+            *([_paired(a, ref)] if ref else []),
             "—" if a.thinking_tokens is None else f"{a.thinking_tokens:.1f}",
         ]
         if ref:
@@ -198,6 +215,11 @@ def report_table(arms: list[ArmFigures], reference: str | None) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     problems = sorted({a.problems for a in arms if a.problems is not None})
     note = f"\n\nHeld-out problems per evaluation: {', '.join(map(str, problems))}." if problems else ""
+    if ref:
+        note += (
+            f" only {reference} / only arm: held-out problems only the reference / only this arm solved, with"
+            " the two-sided exact McNemar p-value of that split."
+        )
     labelled = [
         f"{a.name} {int(a.attenuated['pos_labelled'])} / {int(a.attenuated['neg_labelled'])}"
         for a in arms

@@ -1,13 +1,14 @@
 """Runs side by side: per benchmark, each run's accuracy and length with deltas and AES against a
-baseline run, and a macro average over the benchmarks every run has."""
+baseline run, the paired test of its verdicts against the baseline's on the same samples, and a macro
+average over the benchmarks every run has."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from attncore.errors import UserError
-from attncore.eval.metrics import aes, mean_or_none
+from attncore.eval.metrics import aes, mean_or_none, paired_outcomes
 from attncore.eval.plots import plot_accuracy_vs_tokens
 from attncore.eval.report import (
     RunReport,
@@ -18,11 +19,49 @@ from attncore.eval.report import (
     percent,
     signed,
 )
+from attncore.shards import ShardedTable
 
 COMPARE_MD = "compare.md"
 COMPARE_PLOT = "accuracy_vs_tokens.png"
 
-HEAD = ["benchmark", "run", "pass@1 % (95% CI)", "Δ pass@1", "tokens", "Δ tokens", "truncated %", "AES"]
+HEAD = [
+    "benchmark",
+    "run",
+    "pass@1 % (95% CI)",
+    "Δ pass@1",
+    "only base / only run (McNemar p)",
+    "tokens",
+    "Δ tokens",
+    "truncated %",
+    "AES",
+]
+
+Verdicts = Mapping[str, Mapping[str, bool]]
+"""A run's verdicts per benchmark: `verdicts[label][rollout_id]` (ids `problem#sample`)."""
+
+
+def run_verdicts(run: Path, labels: Sequence[str]) -> Verdicts:
+    """The stored verdict of every rollout of a run folder, for each benchmark whose rollout store is
+    there (a run reduced to its `metrics.json` has none)."""
+    verdicts = {}
+    for label in labels:
+        if not any((run / label).glob("manifest-*.json")):
+            continue
+        table = ShardedTable.read_only(run / label).read_all()
+        if table is not None:
+            ids, correct = table.column("rollout_id").to_pylist(), table.column("correct").to_pylist()
+            verdicts[label] = dict(zip(ids, map(bool, correct), strict=True))
+    return verdicts
+
+
+def _paired_cell(base: Verdicts, run: Verdicts, label: str, is_base: bool) -> str:
+    """`only base / only run (p)` over the samples both runs have, or `-` without both stores."""
+    if is_base:
+        return "base"
+    paired = paired_outcomes(base[label], run[label]) if label in base and label in run else None
+    if paired is None:
+        return "-"
+    return f"{paired.only_base} / {paired.only_run} (p = {paired.p_value:.3f})"
 
 
 def _delta_cells(
@@ -37,9 +76,14 @@ def _delta_cells(
     return [signed(100 * (acc - base_acc), 1), d_tokens, signed(aes(acc, tokens, base_acc, base_tokens))]
 
 
-def comparison_table(reports: Sequence[RunReport], baseline: RunReport) -> str:
+def comparison_table(
+    reports: Sequence[RunReport], baseline: RunReport, verdicts: Mapping[str, Verdicts] | None = None
+) -> str:
     """Markdown table: one row per (benchmark, run), then the macro average of each run over the
-    benchmarks every run has (its AES is the mean of the per-benchmark AES, as in the paper)."""
+    benchmarks every run has (its AES is the mean of the per-benchmark AES, as in the paper).
+    `verdicts[run name]` (see `run_verdicts`) gives the paired test against the baseline."""
+    verdicts = verdicts or {}
+    base_verdicts = verdicts.get(baseline.name, {})
     labels = list(dict.fromkeys(label for r in reports for label in r.benchmarks))
     rows: list[list[str]] = []
     for label in labels:
@@ -61,6 +105,7 @@ def comparison_table(reports: Sequence[RunReport], baseline: RunReport) -> str:
                     report.name,
                     f"{percent(m.pass1)} ({interval_text(m.pass1_low, m.pass1_high)})",
                     d_acc,
+                    _paired_cell(base_verdicts, verdicts.get(report.name, {}), label, report is baseline),
                     number(m.tokens_mean),
                     d_tokens,
                     percent(m.truncation_rate),
@@ -85,8 +130,12 @@ def comparison_table(reports: Sequence[RunReport], baseline: RunReport) -> str:
                 for label in shared
             ]
             score = "" if report is baseline else signed(mean_or_none(s for s in scores if s is not None))
-            rows.append(["average", report.name, percent(acc), d_acc, number(tokens), d_tokens, "", score])
-    note = f"Baseline: {baseline.name}. Δ pass@1 in points; AES definition assumed (attnpo-spec §9)."
+            rows.append(["average", report.name, percent(acc), d_acc, "", number(tokens), d_tokens, "", score])
+    note = (
+        f"Baseline: {baseline.name}. Δ pass@1 in points; only base / only run: samples (same problem and"
+        " sample index) only the baseline / only this run got right, with the two-sided exact McNemar"
+        " p-value of that split; AES definition assumed (attnpo-spec §9)."
+    )
     if len(shared) > 1:
         note += f" Average over the {len(shared)} benchmarks every run has."
     return markdown_table(HEAD, rows) + "\n\n" + note
@@ -111,7 +160,8 @@ def write_comparison(runs: Sequence[Path], baseline: Path | None = None, out: Pa
         paths.insert(0, baseline)
     reports = _named([load_report(path) for path in paths], paths)
     base = reports[paths.index(baseline)] if baseline is not None else reports[0]
-    text = comparison_table(reports, base)
+    verdicts = {r.name: run_verdicts(path, list(r.benchmarks)) for r, path in zip(reports, paths, strict=True)}
+    text = comparison_table(reports, base, verdicts)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / COMPARE_MD).write_text(text + "\n")

@@ -1,4 +1,5 @@
-"""Evaluation metrics as pure functions of per-sample outcomes: pass@k, intervals, lengths, AES.
+"""Evaluation metrics as pure functions of per-sample outcomes: pass@k, intervals, lengths, AES, and the
+paired comparison of two runs on the same samples.
 
 Outcomes are grouped by problem (`outcomes[i]` holds the verdicts of problem i's samples), because
 samples of one problem are not independent: both the pass@k estimator and the interval treat the
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 
@@ -95,3 +96,36 @@ def aes(accuracy: float, length: float, base_accuracy: float, base_length: float
     d_length = (base_length - length) / base_length
     d_accuracy = (accuracy - base_accuracy) / base_accuracy
     return d_length + 3 * d_accuracy if d_accuracy >= 0 else d_length - 5 * abs(d_accuracy)
+
+
+@dataclass(frozen=True)
+class PairedOutcomes:
+    """Two runs' verdicts on the same samples: how many only one of them got right, and the two-sided
+    exact McNemar p-value of that split (the samples both got right or both wrong carry no evidence)."""
+
+    shared: int
+    only_base: int
+    only_run: int
+    p_value: float
+
+
+def mcnemar_exact_p(only_base: int, only_run: int) -> float:
+    """Two-sided exact McNemar test: under "the runs are equally good" each of the `only_base + only_run`
+    discordant samples falls either way with probability 1/2, so the p-value is twice the binomial tail
+    of the smaller count (at most 1)."""
+    if only_base < 0 or only_run < 0:
+        raise ValueError(f"counts must be non-negative, got {only_base}, {only_run}")
+    n = only_base + only_run
+    tail = sum(math.comb(n, i) for i in range(min(only_base, only_run) + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
+def paired_outcomes(base: Mapping[str, bool], run: Mapping[str, bool]) -> PairedOutcomes | None:
+    """Pair two runs' verdicts by sample id (`problem#sample`, or the problem id with one sample each);
+    None when they share no sample."""
+    shared = base.keys() & run.keys()
+    if not shared:
+        return None
+    only_base = sum(bool(base[k]) and not run[k] for k in shared)
+    only_run = sum(bool(run[k]) and not base[k] for k in shared)
+    return PairedOutcomes(len(shared), only_base, only_run, mcnemar_exact_p(only_base, only_run))
