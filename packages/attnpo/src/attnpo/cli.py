@@ -153,15 +153,16 @@ def report(
         Path | None, typer.Option("--out", "-o", help="Report folder (default: EXPERIMENT/report).")
     ] = None,
     reference: Annotated[
-        str, typer.Option("--reference", help="Arm the thinking tokens are compared with.")
+        str, typer.Option("--reference", help="Arm the thinking tokens and the paired accuracy test compare with.")
     ] = "a1_traineff",
     start: Annotated[
         str | None,
         typer.Option("--start", help="Starting model's row from a built testbed model (name or folder)."),
     ] = None,
 ):
-    """Table of every arm's held-out figures (accuracy with its 95% interval, thinking tokens, oracle
-    redundant share, well-formed rate, attenuated steps) and curves of length and accuracy vs step."""
+    """Table of every arm's held-out figures (accuracy with its 95% interval and its paired test against
+    the reference arm, thinking tokens, oracle redundant share, well-formed rate, attenuated steps) and
+    curves of length and accuracy vs step."""
     from attnpo.rl_report import write_report
 
     folder = out if out is not None else experiment / "report"
