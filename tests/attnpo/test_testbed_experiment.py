@@ -66,6 +66,7 @@ def test_arms_share_seed_steps_and_rollout_budget():
         (
             c.seed,
             c.steps,
+            c.optim.lr,
             c.prompts_per_step,
             c.group_size,
             c.rollout.max_tokens,
@@ -73,7 +74,7 @@ def test_arms_share_seed_steps_and_rollout_budget():
         )
         for c in map(arm, ["a2_attnpo", *SWITCHES])
     }
-    assert budgets == {(0, 14, 4, 8, 512, 30011)}
+    assert budgets == {(0, 10, 3e-5, 4, 8, 512, 30011)}
     a2 = arm("a2_attnpo")
     assert a2.method.rescaling.curriculum_steps == a2.steps
     assert a2.method.heads.kind == "file" and all(arm(n).log_rescaled for n in ["a2_attnpo", *SWITCHES])
