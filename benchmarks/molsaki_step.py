@@ -80,7 +80,7 @@ def build(modes: tuple[str, ...], batch_size: int):
 
         def step(trainer=trainer, batch=batch) -> None:
             model.zero_grad(set_to_none=True)
-            losses, _ = trainer.batch_losses(model, batch)
+            losses, _, _ = trainer.batch_losses(model, batch)
             losses.total.backward()
 
         steps[mode] = step

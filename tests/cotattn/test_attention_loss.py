@@ -1,4 +1,5 @@
-"""Per-step forward KL between the row softmaxes of teacher and student, with padded steps and units."""
+"""Per-step forward KL between the row softmaxes of teacher and student, and the rows' entropy, with
+padded steps and units."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cotattn.attention_loss import stepwise_kl
+from cotattn.attention_loss import row_entropy, stepwise_kl
 
 
 def test_by_hand_with_padding():
@@ -71,3 +72,25 @@ def test_properties(batch, steps, units, seed):
     pad_steps = torch.nn.functional.pad(step_mask, (0, 1), value=False)
     pad_units = torch.nn.functional.pad(unit_mask, (0, 1), value=False)
     torch.testing.assert_close(stepwise_kl(pad_t, pad_s, pad_steps, pad_units).float(), kl.float())
+
+
+def test_row_entropy_by_hand_with_padding():
+    # The rows of test_by_hand_with_padding over the 2 real units: (1/4, 3/4) and
+    # softmax(1, 2); divided by ln 2. The padded step and unit are left out.
+    matrix = torch.tensor([[[0.0, math.log(3), 7.0], [1.0, 2.0, -4.0], [9.0, 9.0, 9.0]]])
+    step_mask = torch.tensor([[True, True, False]])
+    unit_mask = torch.tensor([[True, True, False]])
+    h0 = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+    q = 1 / (1 + math.e)
+    h1 = -(q * math.log(q) + (1 - q) * math.log(1 - q))
+    got = row_entropy(matrix, step_mask, unit_mask)
+    assert got.tolist() == pytest.approx([(h0 + h1) / 2 / math.log(2)])
+
+
+def test_row_entropy_is_one_on_equal_rows_and_zero_below_two_units():
+    step_mask = torch.ones(3, 2, dtype=torch.bool)
+    unit_mask = torch.tensor([[True] * 4, [True, False, False, False], [False] * 4])
+    got = row_entropy(torch.full((3, 2, 4), 0.3), step_mask, unit_mask)
+    assert got.tolist() == pytest.approx([1.0, 0.0, 0.0])
+    peaked = torch.tensor([[[40.0, 0.0, 0.0, 0.0], [0.0, 0.0, 40.0, 0.0]]])
+    assert row_entropy(peaked, step_mask[:1], unit_mask[:1]).item() == pytest.approx(0.0, abs=1e-12)

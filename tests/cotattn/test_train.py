@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM
 from attncore.aggregate import stepwise_attention
 from attncore.errors import UserError
 from attncore.models import load_tokenizer
-from cotattn.attention_loss import stepwise_kl
+from cotattn.attention_loss import row_entropy, stepwise_kl
 from cotattn.batch import collate
 from cotattn.cli import main
 from cotattn.config import ArmConfig, TeacherTargetsConfig, TrainConfig
@@ -83,7 +83,8 @@ def train_config(teacher_dir, student_dir, out, arm: dict, **optim) -> TrainConf
 
 
 def eager_reference(cfg: TrainConfig, student_dir, batch, router: MoLRouter | None):
-    """The objective from eager attention probabilities and v_proj hooks, through the pure functions."""
+    """The objective from eager attention probabilities and v_proj hooks, through the pure functions, and
+    the student's mixed stepwise matrix (None for the arms without attention)."""
     model = AutoModelForCausalLM.from_pretrained(student_dir, attn_implementation="eager")
     alpha, beta, mmi_weight = cfg.arm.weights()
     answer = model(
@@ -104,16 +105,13 @@ def eager_reference(cfg: TrainConfig, student_dir, batch, router: MoLRouter | No
         hook.remove()
     probs = torch.stack(out.attentions, 1)  # (B, L, H, T, T)
     matrices = stepwise_attention(probs, batch["steps"][:, None], batch["units"][:, None])  # (B, L, S, C)
-    attention = None
+    attention = student = None
     if cfg.arm.method == "molsaki":
-        weights = router(torch.stack(values, 1), batch["rationale_mask"])
-        attention = stepwise_kl(
-            batch["teacher"], mix_layers(weights, matrices), batch["step_mask"], batch["unit_mask"]
-        )
+        student = mix_layers(router(torch.stack(values, 1), batch["rationale_mask"]), matrices)
     elif cfg.arm.method == "sl":
-        attention = stepwise_kl(
-            batch["teacher"], matrices[:, cfg.arm.student_layer], batch["step_mask"], batch["unit_mask"]
-        )
+        student = matrices[:, cfg.arm.student_layer]
+    if student is not None:
+        attention = stepwise_kl(batch["teacher"], student, batch["step_mask"], batch["unit_mask"])
     mmi = None
     if mmi_weight:
         mmi = mmi_loss(
@@ -123,7 +121,7 @@ def eager_reference(cfg: TrainConfig, student_dir, batch, router: MoLRouter | No
             predicting_positions(batch["rationale_labels"]),
         )
     rationale = out.loss if alpha < 1 else None
-    return combined_loss(
+    losses = combined_loss(
         answer.loss,
         rationale,
         attention,
@@ -133,6 +131,7 @@ def eager_reference(cfg: TrainConfig, student_dir, batch, router: MoLRouter | No
         beta=beta,
         mmi_weight=mmi_weight,
     )
+    return losses, student
 
 
 @pytest.mark.parametrize("arm", list(ARMS))
@@ -155,12 +154,20 @@ def test_training_step_loss_equals_the_pure_functions(arm, teacher_dir, tiny_mod
 
     args = TrainingArguments(output_dir=str(tmp_path / "a"), report_to="none", use_cpu=True)
     trainer = DistillTrainer(model=model, args=args, arm=cfg.arm, router=router, train_dataset=data.items)
-    got, weights = trainer.batch_losses(model, batch)
-    expected = eager_reference(cfg, student_dir, batch, router)
+    got, weights, entropies = trainer.batch_losses(model, batch)
+    expected, student = eager_reference(cfg, student_dir, batch, router)
     for part in ("total", "answer", "rationale", "attention", "mmi", "attention_share"):
         assert getattr(got, part).item() == pytest.approx(
             getattr(expected, part).item(), rel=1e-4, abs=1e-6
         ), part
+    if cfg.arm.attention:
+        eligible = batch["eligible"].bool()
+        for side, matrix in (("teacher", batch["teacher"]), ("student", student.detach())):
+            rows = row_entropy(matrix, batch["step_mask"], batch["unit_mask"])[eligible]
+            assert 0 < entropies[f"att_entropy/{side}"].item() <= 1
+            assert entropies[f"att_entropy/{side}"].item() == pytest.approx(rows.mean().item(), rel=1e-4)
+    else:
+        assert entropies == {}
     if cfg.arm.attention:
         assert got.attention.item() > 0 and got.attention_share.item() == 0.5
         got.total.backward()
@@ -186,6 +193,7 @@ def test_end_to_end_student_router_and_resume(teacher_dir, tiny_model_dir, tmp_p
     assert len(logged) == 3
     for log in logged:
         assert log["att_share"] == pytest.approx(0.5) and log["loss_att"] > 0
+        assert 0 < log["att_entropy/teacher"] <= 1 and 0 < log["att_entropy/student"] <= 1
         assert sum(log[f"router/layer_{i:02d}"] for i in range(4)) == pytest.approx(1.0)
     assert logged[0]["router/entropy"] == pytest.approx(
         torch.log(torch.tensor(4.0)).item(), rel=1e-5

@@ -11,7 +11,9 @@ The router is trained with the student (its own optimizer group: no weight decay
 `optim.router_learning_rate` when set), saved in each checkpoint as `mol_router.safetensors` and
 restored on resume; it is never part of the student's weights; its gradients are cleared after each
 optimizer step like the model's. Logged every `logging_steps`: the three losses (and MMI), the share of
-examples with L_att, the router's mean weight per layer and its entropy.
+examples with L_att, the router's mean weight per layer and its entropy, and for the examples with L_att
+the relative entropy of the teacher's and the student's mixed rows (`row_entropy`: 1 = uniform rows,
+where the KL is small whatever the student does).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from torch import Tensor
 from transformers import Trainer, TrainerCallback
 
 from attncore.tracking import Tracker
-from cotattn.attention_loss import stepwise_kl
+from cotattn.attention_loss import row_entropy, stepwise_kl
 from cotattn.config import ArmConfig
 from cotattn.layer_mix import mix_layers
 from cotattn.mmi import mmi_loss
@@ -87,13 +89,17 @@ class DistillTrainer(Trainer):
             router.to(self.args.device)
             self.add_callback(_ClearRouterGradients(router))
         self._sums: dict[str, float] = defaultdict(float)
-        self._batches = 0
+        self._counts: dict[str, int] = defaultdict(int)
 
     # --- the objective ---------------------------------------------------------------------------
 
-    def batch_losses(self, model: torch.nn.Module, inputs: dict[str, Tensor]) -> tuple[Losses, Tensor | None]:
-        """The objective's parts on one batch, and the student layer weights (B, L) of the attention
-        arms (the router's, or SL's one-hot on the chosen layer)."""
+    def batch_losses(
+        self, model: torch.nn.Module, inputs: dict[str, Tensor]
+    ) -> tuple[Losses, Tensor | None, dict[str, Tensor]]:
+        """The objective's parts on one batch, the student layer weights (B, L) of the attention arms
+        (the router's, or SL's one-hot on the chosen layer), and the rows' relative entropies
+        (`att_entropy/teacher`, `att_entropy/student`, means over the examples with L_att; empty
+        without such an example)."""
         alpha, beta, mmi_weight = self.arm.weights()
         answer = model(
             input_ids=inputs["answer_ids"],
@@ -101,6 +107,7 @@ class DistillTrainer(Trainer):
             labels=inputs["answer_labels"],
         )
         rationale = attention = weights = mmi = None
+        entropies: dict[str, Tensor] = {}
         if alpha < 1:
             task = dict(input_ids=inputs["rationale_ids"], attention_mask=inputs["rationale_mask"])
             if self.capture is None:
@@ -116,6 +123,11 @@ class DistillTrainer(Trainer):
                     weights = got.matrices.new_ones(got.matrices.shape[:2])  # SL: the one captured layer
                 student = mix_layers(weights, got.matrices)
                 attention = stepwise_kl(inputs["teacher"], student, inputs["step_mask"], inputs["unit_mask"])
+                eligible = inputs["eligible"].bool()
+                if eligible.any():
+                    for side, matrix in (("teacher", inputs["teacher"]), ("student", student.detach())):
+                        rows = row_entropy(matrix, inputs["step_mask"], inputs["unit_mask"])
+                        entropies[f"att_entropy/{side}"] = rows[eligible].mean()
             rationale = out.loss
             if mmi_weight:
                 mmi = mmi_loss(
@@ -134,16 +146,17 @@ class DistillTrainer(Trainer):
             beta=beta,
             mmi_weight=mmi_weight,
         )
-        return losses, weights
+        return losses, weights, entropies
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        losses, weights = self.batch_losses(model, inputs)
-        self._record(losses, weights)
+        losses, weights, entropies = self.batch_losses(model, inputs)
+        self._record(losses, weights, entropies)
         return (losses.total, None) if return_outputs else losses.total
 
     # --- logging ----------------------------------------------------------------------------------
 
-    def _record(self, losses: Losses, weights: Tensor | None) -> None:
+    def _record(self, losses: Losses, weights: Tensor | None, entropies: dict[str, Tensor]) -> None:
+        """Add one batch's figures to the sums `log` averages (each over the batches that have it)."""
         parts = {
             "loss_pre": losses.answer,
             "loss_exp": losses.rationale,
@@ -155,15 +168,15 @@ class DistillTrainer(Trainer):
             mean = weights.detach().float().mean(0)
             parts |= {f"router/layer_{i:02d}": w for i, w in enumerate(mean)}
             parts["router/entropy"] = entropy(weights.detach().float()).mean()
-        for name, value in parts.items():
+        for name, value in (parts | entropies).items():
             self._sums[name] += float(value.detach()) if isinstance(value, Tensor) else float(value)
-        self._batches += 1
+            self._counts[name] += 1
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._batches:
-            logs = {**logs, **{name: total / self._batches for name, total in self._sums.items()}}
+        if "loss" in logs and self._counts:
+            logs = {**logs, **{name: total / self._counts[name] for name, total in self._sums.items()}}
             self._sums.clear()
-            self._batches = 0
+            self._counts.clear()
         super().log(logs, start_time)
         if self.tracker is not None:
             self.tracker.log({f"train/{k}": v for k, v in logs.items()}, step=self.state.global_step)
