@@ -13,6 +13,7 @@ from attncore.critical import CriticalConfig
 from attncore.errors import UserError
 from attncore.models import load_tokenizer
 from attncore.store.store import AttentionStore
+from cotattn.attention_loss import row_entropy
 from cotattn.cli import main
 from cotattn.config import TeacherTargetsConfig
 from cotattn.teacher_mix import teacher_target
@@ -47,6 +48,7 @@ def test_targets_equal_the_pure_functions_and_resume(tiny_model_dir, rationales_
     assert targets.ids() == ["apples", "mail"]
     store = AttentionStore.open(tmp_path / "t" / ATTENTION_DIR)
     tok = load_tokenizer(str(model_dir))
+    entropies = []
     for row in RATIONALE_ROWS[:2]:
         ex = student_example(
             tok, row["id"], row["problem"], row["rationale"], row["answer"], TaskFormat(), CriticalConfig()
@@ -58,6 +60,11 @@ def test_targets_equal_the_pure_functions_and_resume(tiny_model_dir, rationales_
         torch.testing.assert_close(got.layer_weights, expected.layer_weights.float())
         torch.testing.assert_close(got.matrices, matrices)
         assert got.target.shape == (len(ex.layout.steps), ex.unit_count)
+        entropies.append(
+            row_entropy(got.target[None], torch.ones(1, got.target.shape[0]), torch.ones(1, ex.unit_count))
+        )
+    assert summary.mean_target_row_entropy == pytest.approx(torch.cat(entropies).mean().item(), rel=1e-6)
+    assert 0 < summary.mean_target_row_entropy <= 1
     assert targets.get("none", "x") is None and targets.get("one", "x") is None
     with pytest.raises(UserError, match="alignment hash"):
         targets.get("mail", "0" * 64)

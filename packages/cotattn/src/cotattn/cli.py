@@ -65,6 +65,9 @@ def teacher_targets(
     typer.echo(f"examples {summary.examples}, with target {summary.with_target}, skipped {skipped}")
     weights = " ".join(f"{w:.3f}" for w in summary.mean_layer_weights)
     typer.echo(f"mean teacher layer weights p^t: {weights}")
+    if summary.mean_target_row_entropy is not None:
+        entropy = summary.mean_target_row_entropy
+        typer.echo(f"targets' mean relative row entropy (1 = uniform rows): {entropy:.4f}")
     typer.echo(f"teacher targets: {cfg.out}")
 
 

@@ -32,6 +32,7 @@ from attncore.shards import ShardedTable
 from attncore.store.config import ExtractConfig
 from attncore.store.extract import run_extraction
 from attncore.store.store import AttentionStore, ExampleMatrices
+from cotattn.attention_loss import row_entropy
 from cotattn.config import TeacherTargetsConfig
 from cotattn.objective import MIN_UNITS
 from cotattn.teacher_mix import teacher_target
@@ -94,13 +95,16 @@ def _target_row(example: ExampleMatrices, tau1: float) -> tuple[dict[str, Any], 
 
 @dataclass(frozen=True)
 class TeacherSummary:
-    """Counts, and the teacher layer weights p^t and G averaged over examples (the paper's Fig. 4)."""
+    """Counts, the teacher layer weights p^t and G averaged over examples (the paper's Fig. 4), and the
+    targets' mean relative row entropy (`cotattn.attention_loss.row_entropy`; near 1, rows close to
+    uniform, bounds how far L_att can pull the student: molsaki-spec pitfall 3)."""
 
     examples: int
     with_target: int
     skipped: dict[str, int]
     mean_layer_weights: list[float]
     mean_column_difference: list[float]
+    mean_target_row_entropy: float | None
 
 
 def rerun_command(out: str | Path) -> str:
@@ -108,9 +112,17 @@ def rerun_command(out: str | Path) -> str:
     return f"cotattn teacher-targets --config {Path(out) / RESOLVED_NAME}"
 
 
+def _row_entropy(target: Tensor) -> Tensor:
+    """`row_entropy` of one unpadded (S, C) target; shape (1,)."""
+    steps, units = target.shape
+    every_step, every_unit = torch.ones(1, steps, dtype=torch.bool), torch.ones(1, units, dtype=torch.bool)
+    return row_entropy(target[None], every_step, every_unit)
+
+
 def summarise_targets(root: str | Path) -> TeacherSummary:
     """Summary of a targets table (all shards checksum-verified)."""
-    table = ShardedTable.read_only(root, rerun=rerun_command(Path(root).parent)).read_all()
+    sharded = ShardedTable.read_only(root, rerun=rerun_command(Path(root).parent))
+    table = sharded.read_all()
     rows = [] if table is None else table.to_pylist()
     kept = [r for r in rows if r["status"] == "ok"]
     skipped: dict[str, int] = {}
@@ -119,12 +131,18 @@ def summarise_targets(root: str | Path) -> TeacherSummary:
             skipped[r["reason"]] = skipped.get(r["reason"], 0) + 1
     weights = torch.tensor([r["layer_weights"] for r in kept], dtype=torch.float64)
     g = torch.tensor([r["column_difference"] for r in kept], dtype=torch.float64)
+    entropies = [
+        _row_entropy(target)
+        for entry, _ in sharded.iter_tables()
+        for target in sharded.read_part(entry, TARGETS_PART).values()
+    ]
     return TeacherSummary(
         len(rows),
         len(kept),
         skipped,
         weights.mean(0).tolist() if kept else [],
         g.mean(0).tolist() if kept else [],
+        torch.cat(entropies).mean().item() if entropies else None,
     )
 
 
