@@ -173,6 +173,8 @@ def test_a_resumed_run_ends_where_the_uninterrupted_one_does(
     resumed = run_train(train_config(model_dir, ordered_problems, out, *RESUME_RUN), progress=False)
     assert (resumed.steps, resumed.resumed_from) == (3, 2)
     assert_same_run(out, uninterrupted)
+    kept = sorted(p.name for p in (out / "checkpoints").glob("checkpoint-*"))
+    assert kept == ["checkpoint-2", "checkpoint-3"], "save_total_limit 2: the oldest is deleted"
     a = load_file(uninterrupted / "final" / "model.safetensors")
     base = load_file(model_dir / "model.safetensors")
     assert any(not torch.equal(a[n], base[n]) for n in a)  # training moved the weights

@@ -127,6 +127,9 @@ class TrainConfig(Config):
     )
     steps: int = Field(100, ge=1)
     save_every: int = Field(20, ge=1)
+    save_total_limit: int | None = Field(
+        2, ge=1, description="checkpoints kept, the oldest deleted first (None keeps every one)"
+    )
     seed: int = 0
     threads: Threads = None
     log_rescaled: bool = Field(False, description="log each step's rescaled responses (attnpo.rescaled_log)")
@@ -281,6 +284,7 @@ def grpo_settings(cfg: TrainConfig, world_size: int, progress: bool) -> dict[str
         top_k=cfg.rollout.top_k or None,
         save_strategy="steps",
         save_steps=cfg.save_every,
+        save_total_limit=cfg.save_total_limit,
         logging_steps=1,
         report_to=[],
         seed=cfg.seed,
