@@ -153,7 +153,8 @@ def report(
         Path | None, typer.Option("--out", "-o", help="Report folder (default: EXPERIMENT/report).")
     ] = None,
     reference: Annotated[
-        str, typer.Option("--reference", help="Arm the thinking tokens and the paired accuracy test compare with.")
+        str,
+        typer.Option("--reference", help="Arm the thinking tokens and the paired accuracy test compare with."),
     ] = "a1_traineff",
     start: Annotated[
         str | None,

@@ -22,7 +22,7 @@ from pathlib import Path
 from attncore.data import read_rows
 from attncore.errors import UserError
 from attncore.eval.metrics import Interval, mean_interval, paired_outcomes
-from attncore.eval.report import percent_cell
+from attncore.eval.report import paired_text, percent_cell
 from attnpo.rescaled_log import oracle_labels, read_rescaled
 from attnpo.train import EVALUATION, evaluation_figures
 
@@ -169,7 +169,7 @@ def _paired(arm: ArmFigures, ref: ArmFigures) -> str:
     if arm is ref:
         return "—"
     paired = paired_outcomes(ref.verdicts, arm.verdicts)
-    return "—" if paired is None else f"{paired.only_base} / {paired.only_run} (p = {paired.p_value:.3f})"
+    return "—" if paired is None else paired_text(paired)
 
 
 def report_table(arms: list[ArmFigures], reference: str | None) -> str:

@@ -16,6 +16,7 @@ from attncore.eval.report import (
     load_report,
     markdown_table,
     number,
+    paired_text,
     percent,
     signed,
 )
@@ -59,9 +60,7 @@ def _paired_cell(base: Verdicts, run: Verdicts, label: str, is_base: bool) -> st
     if is_base:
         return "base"
     paired = paired_outcomes(base[label], run[label]) if label in base and label in run else None
-    if paired is None:
-        return "-"
-    return f"{paired.only_base} / {paired.only_run} (p = {paired.p_value:.3f})"
+    return "-" if paired is None else paired_text(paired)
 
 
 def _delta_cells(

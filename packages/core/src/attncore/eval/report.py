@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from attncore.errors import UserError
 from attncore.eval.metrics import (
+    PairedOutcomes,
     aes,
     mean_or_none,
     mean_pass_at_k,
@@ -227,6 +228,11 @@ def percent(value: float | None) -> str:
 def percent_cell(value: float | None) -> str:
     """A share as a table cell that carries its own sign: one decimal percent, a dash when there is none."""
     return "—" if value is None else f"{100 * value:.1f}%"
+
+
+def paired_text(paired: PairedOutcomes) -> str:
+    """A paired comparison as a table cell: `only base / only run (p = exact McNemar p)`."""
+    return f"{paired.only_base} / {paired.only_run} (p = {paired.p_value:.3f})"
 
 
 def interval_text(low: float | None, high: float | None) -> str:
