@@ -1,9 +1,10 @@
 """Runs side by side: per benchmark, each run's accuracy and length with deltas and AES against a
-baseline run, the paired test of its verdicts against the baseline's on the same samples, and a macro
-average over the benchmarks every run has."""
+baseline run, the paired test of its verdicts against the baseline's on the same samples, a macro
+average over the benchmarks every run has, and the mean over seeds of each arm run at several seeds."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -36,6 +37,11 @@ HEAD = [
     "truncated %",
     "AES",
 ]
+
+SEED_HEAD = ["benchmark", "arm", "seeds", "mean pass@1 %", "per seed %", "Δ mean pass@1", "mean tokens"]
+
+SEED_SUFFIX = re.compile(r"-seed\d+(?=/|$)")
+"""Where a run's name says its seed (`runs/dss-seed1/eval`): names equal without it are one arm."""
 
 Verdicts = Mapping[str, Mapping[str, bool]]
 """A run's verdicts per benchmark: `verdicts[label][rollout_id]` (ids `problem#sample`)."""
@@ -140,6 +146,58 @@ def comparison_table(
     return markdown_table(HEAD, rows) + "\n\n" + note
 
 
+def seed_arms(names: Sequence[str]) -> dict[str, list[str]]:
+    """The arms run at two or more seeds: `{arm: [run names]}`, the arm being a run's name without its
+    `-seed<N>` part, in the order the runs came."""
+    arms: dict[str, list[str]] = {}
+    for name in names:
+        if SEED_SUFFIX.search(name):
+            arms.setdefault(SEED_SUFFIX.sub("", name), []).append(name)
+    return {arm: runs for arm, runs in arms.items() if len(runs) > 1}
+
+
+def seed_means_table(reports: Sequence[RunReport], baseline: RunReport) -> str | None:
+    """Markdown table of each arm run at several seeds (see `seed_arms`): per benchmark, the mean pass@1
+    over the seeds that have it, each seed's pass@1, and the difference of means against the baseline's
+    arm (or the baseline run alone when it is not one of them). None when no arm has two seeds."""
+    arms = seed_arms([r.name for r in reports])
+    if not arms:
+        return None
+    by_name = {r.name: r for r in reports}
+    base_arm = next((arm for arm, names in arms.items() if baseline.name in names), None)
+    base_runs = [by_name[n] for n in arms[base_arm]] if base_arm is not None else [baseline]
+    labels = list(dict.fromkeys(label for r in reports for label in r.benchmarks))
+    rows: list[list[str]] = []
+    for label in labels:
+        base_mean = mean_or_none(r.benchmarks[label].pass1 for r in base_runs if label in r.benchmarks)
+        for arm, names in arms.items():
+            metrics = [by_name[n].benchmarks[label] for n in names if label in by_name[n].benchmarks]
+            if not metrics:
+                continue
+            mean = mean_or_none(m.pass1 for m in metrics)
+            if arm == base_arm:
+                delta = "base"
+            else:
+                delta = "-" if base_mean is None or mean is None else signed(100 * (mean - base_mean), 1)
+            rows.append(
+                [
+                    label,
+                    arm,
+                    str(len(metrics)),
+                    percent(mean),
+                    ", ".join(percent(m.pass1) for m in metrics),
+                    delta,
+                    number(mean_or_none(m.tokens_mean for m in metrics)),
+                ]
+            )
+    base_name = base_arm if base_arm is not None else baseline.name
+    note = (
+        f"Arms run at several seeds (run names equal but for `-seed<N>`): mean over the seeds, each seed in"
+        f" the order given; Δ mean pass@1 in points against {base_name}."
+    )
+    return markdown_table(SEED_HEAD, rows) + "\n\n" + note
+
+
 def _named(reports: list[RunReport], paths: list[Path]) -> list[RunReport]:
     """Runs that share a name are told apart by their folder."""
     names = [r.name for r in reports]
@@ -161,6 +219,9 @@ def write_comparison(runs: Sequence[Path], baseline: Path | None = None, out: Pa
     base = reports[paths.index(baseline)] if baseline is not None else reports[0]
     verdicts = {r.name: run_verdicts(path, list(r.benchmarks)) for r, path in zip(reports, paths, strict=True)}
     text = comparison_table(reports, base, verdicts)
+    seeds = seed_means_table(reports, base)
+    if seeds is not None:
+        text += "\n\n" + seeds
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / COMPARE_MD).write_text(text + "\n")
