@@ -121,10 +121,11 @@ def write_arm(root: Path, name: str, verdicts: list[bool], thinking: float, metr
         (folder / "metrics.jsonl").write_text(lines + '{"step": 9, "attnpo/acc')  # a kill cut the last line
 
 
-def rescaled_rows() -> tuple[list[dict], list[tuple[str, float]], list[str]]:
+def rescaled_rows() -> tuple[list[dict], list[tuple[str, float, float]], list[str]]:
     """Logged responses whose steps are generated testbed steps (the oracle agrees with the generator's
-    labels on them): Pos-Adv on the even steps, Neg-Adv on step 1. Returns the rows, (generator label,
-    relative position) of each Pos-attenuated step, and the labels of the Neg-zeroed steps."""
+    labels on them): Pos-Adv on the even steps k with γ = 0.5 - 0.01 k, Neg-Adv on step 1. Returns the rows,
+    (generator label, relative position, γ) of each Pos-attenuated step, and the labels of the Neg-zeroed
+    steps."""
     examples = generate_examples(
         SyntheticConfig(count=8, seed=5, problem={"difficulty": (2, 3)}, trace={"redundancy": (0.3, 0.6)})
     )
@@ -135,7 +136,7 @@ def rescaled_rows() -> tuple[list[dict], list[tuple[str, float]], list[str]]:
             "step": 1 + i % 2, "rank": 0, "row": i, "problem_id": e.id, "problem": e.problem.text,
             "gold": str(e.problem.answer), "accuracy": 0.5, "advantage": 0.1, "baseline": 0.01,
             "steps": [
-                {"text": t, "score": 0.005, "gamma": 0.5 if k % 2 == 0 else 1.0, "pos": k % 2 == 0, "neg": k == 1}
+                {"text": t, "score": 0.005, "gamma": 0.5 - 0.01 * k if k % 2 == 0 else 1.0, "pos": k % 2 == 0, "neg": k == 1}
                 for k, t in enumerate(texts)
             ],
             "answer": e.trace.answer,
@@ -143,7 +144,7 @@ def rescaled_rows() -> tuple[list[dict], list[tuple[str, float]], list[str]]:
         if oracle_labels(row) != e.labels:
             continue
         rows.append(row)
-        pos += [(e.labels[k], (k + 0.5) / len(texts)) for k in range(0, len(texts), 2)]
+        pos += [(e.labels[k], (k + 0.5) / len(texts), 0.5 - 0.01 * k) for k in range(0, len(texts), 2)]
         neg.append(e.labels[1])
     assert len(rows) >= 4
     return rows, pos, neg
@@ -190,11 +191,21 @@ def test_report_table_and_curves(tmp_path):
     assert a2[3] == "1 / 1 (p = 1.000)" and rows_["start"][3] == "1 / 0 (p = 1.000)"
     assert rows_["a1_traineff"][3] == "—" and a2[4] == "120.0"
     assert a2[5] == "-25.0%" and rows_["start"][5] == "+25.0%" and rows_["a1_traineff"][5] == "+0.0%"
-    redundant = sum(label == "redundant" for label, _ in pos) / len(pos)
-    where = sum(w for _, w in pos) / len(pos)
+    redundant = sum(label == "redundant" for label, _, _ in pos) / len(pos)
+    where = sum(w for _, w, _ in pos) / len(pos)
+    gamma = {
+        label: sum(g for lab, _, g in pos if lab == label) / sum(lab == label for lab, _, _ in pos)
+        for label in ("redundant", "essential")
+    }
+    assert gamma["redundant"] != gamma["essential"]  # the steps' γ differ, so a swap would show
     essential = sum(label == "essential" for label in neg) / len(neg)
-    assert a2[8:11] == [f"{100 * redundant:.1f}%", f"{where:.3f}", f"{100 * essential:.1f}% |"]
-    assert rows_["a1_traineff"][8:11] == ["—", "—", "— |"] and rows_["start"][1] == "—"
+    assert a2[8:12] == [
+        f"{100 * redundant:.1f}%",
+        f"{where:.3f}",
+        f"{gamma['redundant']:.3f} / {gamma['essential']:.3f}",
+        f"{100 * essential:.1f}% |",
+    ]
+    assert rows_["a1_traineff"][8:12] == ["—", "—", "—", "— |"] and rows_["start"][1] == "—"
     assert f"a2_attnpo {len(pos)} / {len(neg)}" in table
     assert curves == tmp_path / "report" / "curves.png" and curves.stat().st_size > 10_000
     assert (tmp_path / "report" / "positions.png").stat().st_size > 10_000

@@ -6,7 +6,8 @@ or `attnpo train` with an evaluation section), `evaluation.rollouts.jsonl` (per-
 accuracy's interval and the paired test against the reference arm on the same problems) and, for a
 trained arm, `metrics.jsonl` and `rescaled/` (`attnpo train log_rescaled=true`). From `rescaled/` the
 oracle labels the steps AttnPO attenuated: the share of Pos-Adv-attenuated steps that are redundant, the
-share of Neg-Adv-zeroed steps that are essential, and where in the thinking the attenuated steps are
+mean γ Pos-Adv gave the redundant and the essential ones (does the score still tell them apart when the
+baseline lies above most steps), the share of Neg-Adv-zeroed steps that are essential, and where in the thinking the attenuated steps are
 (relative position, `positions.png`), pooled over the whole run (the trainer logs the same figures per
 step: `attnpo/oracle/*`, `attnpo/position/*`). A subfolder without an evaluation is listed with its
 training figures only, so the report can be made while arms run.
@@ -37,6 +38,7 @@ with their axis labels."""
 ATTENUATED = {
     "pos_redundant": "Pos-Adv-attenuated steps oracle-redundant",
     "pos_position": "their mean relative position",
+    "pos_gamma": "their mean γ: redundant / essential",
     "neg_essential": "Neg-Adv-zeroed steps oracle-essential",
 }
 """Figures of the attenuated steps, from the rescaled-response log and the testbed oracle."""
@@ -67,6 +69,7 @@ def attenuation_figures(run: Path) -> tuple[dict[str, float], dict[str, list[flo
     figures: dict[str, float] = {}
     positions: dict[str, list[float]] = {"attenuated (Pos-Adv)": [], "oracle-redundant": [], "all steps": []}
     counts = {"pos": [0, 0], "neg": [0, 0]}  # [hits, labelled]
+    gammas: dict[str, list[float]] = {"redundant": [], "essential": []}  # Pos-Adv steps' γ by label
     for row in read_rescaled(run):
         labels = oracle_labels(row)
         if labels is None:
@@ -79,6 +82,8 @@ def attenuation_figures(run: Path) -> tuple[dict[str, float], dict[str, list[flo
                 positions["oracle-redundant"].append(where)
             if step["pos"]:
                 positions["attenuated (Pos-Adv)"].append(where)
+                if label in gammas:
+                    gammas[label].append(float(step["gamma"]))
             for kind, wanted in (("pos", "redundant"), ("neg", "essential")):
                 if step[kind] and label is not None:
                     counts[kind][0] += label == wanted
@@ -88,6 +93,9 @@ def attenuation_figures(run: Path) -> tuple[dict[str, float], dict[str, list[flo
         figures["pos_position"] = math.fsum(positions["attenuated (Pos-Adv)"]) / len(
             positions["attenuated (Pos-Adv)"]
         )
+    for label, values in gammas.items():
+        if values:
+            figures[f"pos_gamma_{label}"] = math.fsum(values) / len(values)
     if counts["neg"][1]:
         figures["neg_essential"] = counts["neg"][0] / counts["neg"][1]
     figures["pos_labelled"], figures["neg_labelled"] = counts["pos"][1], counts["neg"][1]
@@ -172,6 +180,16 @@ def _paired(arm: ArmFigures, ref: ArmFigures) -> str:
     return "—" if paired is None else paired_text(paired)
 
 
+def _attenuated_cell(figures: dict[str, float], key: str) -> str:
+    """One `ATTENUATED` cell: a share in percent, a position or γ in three decimals, `—` when missing."""
+    if key == "pos_gamma":
+        pair = [figures.get(f"pos_gamma_{label}") for label in ("redundant", "essential")]
+        return "—" if pair == [None, None] else " / ".join("—" if g is None else f"{g:.3f}" for g in pair)
+    if key not in figures:
+        return "—"
+    return f"{figures[key]:.3f}" if key.endswith("position") else f"{100 * figures[key]:.1f}%"
+
+
 def report_table(arms: list[ArmFigures], reference: str | None) -> str:
     """Markdown table of the arms; thinking tokens relative to the `reference` arm, and the paired test of
     each arm's held-out verdicts against the reference's, when the reference is evaluated."""
@@ -204,14 +222,7 @@ def report_table(arms: list[ArmFigures], reference: str | None) -> str:
                 else f"{100 * (a.thinking_tokens / ref.thinking_tokens - 1):+.1f}%"
             )
         cells += [percent_cell(a.redundancy_ratio), percent_cell(a.well_formed)]
-        cells += [
-            "—"
-            if key not in a.attenuated
-            else (
-                f"{a.attenuated[key]:.3f}" if key.endswith("position") else f"{100 * a.attenuated[key]:.1f}%"
-            )
-            for key in ATTENUATED
-        ]
+        cells += [_attenuated_cell(a.attenuated, key) for key in ATTENUATED]
         lines.append("| " + " | ".join(cells) + " |")
     problems = sorted({a.problems for a in arms if a.problems is not None})
     note = f"\n\nHeld-out problems per evaluation: {', '.join(map(str, problems))}." if problems else ""
