@@ -155,6 +155,25 @@ def test_skips_unloadable_sets_and_refuses_a_changed_config(tiny_model_dir, tmp_
     assert replaced.benchmarks["gsm8k"].rollouts == 2
 
 
+@pytest.mark.slow
+def test_refilled_slots_give_the_static_batches_greedy_answers(tiny_model_dir, tmp_path, one_torch_thread):
+    """`refill: true` only changes how the sequences share the engine: greedy completions are the same."""
+    data = write_gsm8k(tmp_path / "data", 7)
+    model = str(tiny_model_dir("llama"))
+    completions = {}
+    for refill in (False, True):
+        out = tmp_path / f"refill-{refill}"
+        args = [*suite_args(model, out, data, limit=7, max_tokens=20), f"refill={refill}"]
+        cfg = load_config(SuiteConfig, None, args)
+        assert cfg.job("gsm8k").refill is refill
+        report = run_suite(cfg, progress=False)
+        store = RolloutStore.open_existing(out / "gsm8k")
+        assert store.meta.get("refill", False) is refill and ("batch_size" in store.meta) is not refill
+        completions[refill] = {r.rollout_id: r.completion_ids for r in store.read()}
+        assert report.benchmarks["gsm8k"].rollouts == 7
+    assert completions[True] == completions[False]  # the engines' own tests cover stops and varied lengths
+
+
 def test_gold_answers_are_checked_before_the_model_loads(tmp_path):
     data = write_gsm8k(tmp_path / "data", 2)
     cfg = SuiteConfig.model_validate(

@@ -81,6 +81,11 @@ class SuiteConfig(Config):
     baseline: str | None = None
     engine: Literal["auto", "hf", "vllm"] = "auto"
     batch_size: int = Field(8, ge=1, description="sequences per HF generate call")
+    refill: bool = Field(
+        False,
+        description="HF engine: refill a finished sequence's slot with the next prompt at once instead of "
+        "decoding static batches (faster when lengths vary; greedy output is the same)",
+    )
     vllm: VLLMOptions = VLLMOptions()
     threads: Threads = None
     overwrite: bool = False
@@ -135,6 +140,7 @@ class SuiteConfig(Config):
             sampling=self.sampling_for(label),
             engine=self.engine,
             batch_size=self.batch_size,
+            refill=self.refill,
             vllm=self.vllm,
             grading=bench.grading or self.grading,
             grade=True,
