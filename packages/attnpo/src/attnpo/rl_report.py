@@ -7,10 +7,10 @@ accuracy's interval and the paired test against the reference arm on the same pr
 trained arm, `metrics.jsonl` and `rescaled/` (`attnpo train log_rescaled=true`). From `rescaled/` the
 oracle labels the steps AttnPO attenuated: the share of Pos-Adv-attenuated steps that are redundant, the
 mean γ Pos-Adv gave the redundant and the essential ones (does the score still tell them apart when the
-baseline lies above most steps), the share of Neg-Adv-zeroed steps that are essential, and where in the thinking the attenuated steps are
-(relative position, `positions.png`), pooled over the whole run (the trainer logs the same figures per
-step: `attnpo/oracle/*`, `attnpo/position/*`). A subfolder without an evaluation is listed with its
-training figures only, so the report can be made while arms run.
+baseline lies above most steps), the share of Neg-Adv-zeroed steps that are essential, and where in the
+thinking the attenuated steps are (relative position, `positions.png`), pooled over the whole run (the
+trainer logs the same figures per step: `attnpo/oracle/*`, `attnpo/position/*`). A subfolder without an
+evaluation is listed with its training figures only, so the report can be made while arms run.
 """
 
 from __future__ import annotations
