@@ -30,7 +30,7 @@ def data_dir(tmp_path, golds: list[str]):
     return tmp_path
 
 
-def config(data, out) -> RationalesConfig:
+def config(data, out, **overrides) -> RationalesConfig:
     return RationalesConfig(
         data={"name": "svamp", "split": "test", "data_dir": str(data)},
         sampling={"max_tokens": 80},
@@ -38,6 +38,7 @@ def config(data, out) -> RationalesConfig:
         engine="hf",
         out=str(out),
         tracking={"mode": "disabled"},
+        **overrides,
     )
 
 
@@ -91,3 +92,20 @@ def test_config_errors(tmp_path, capsys):
         main(["rationales", "-q", "sampling.n=2", f"out={tmp_path / 'x'}"])
     assert bad.value.code == 2 and "sampling.n must be 1" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_refilled_slots_keep_the_same_greedy_rationales(tmp_path, smollm2):
+    """Greedy decoding in refilled slots (2 slots for 3 problems, so one slot is refilled) writes the
+    same phase rollouts and kept rationales as static batches."""
+    data = data_dir(tmp_path / "d", ["1000", "8", "6"])
+    static = run_rationales(config(data, tmp_path / "static", batch_size=2), progress=False)
+    refilled = run_rationales(config(data, tmp_path / "refill", batch_size=2, refill=True), progress=False)
+    assert refilled == static and static["guided"] >= 1
+    for phase in ("phase1", "phase2"):
+        stores = {run: RolloutStore.open_existing(tmp_path / run / phase) for run in ("static", "refill")}
+        texts = {run: {r.problem_id: r.text for r in store.read()} for run, store in stores.items()}
+        assert texts["refill"] == texts["static"]
+        assert stores["refill"].meta["refill"] is True and "refill" not in stores["static"].meta
+    assert read_rows(tmp_path / "refill" / RATIONALES_NAME) == read_rows(tmp_path / "static" / RATIONALES_NAME)
+

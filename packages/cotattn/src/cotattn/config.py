@@ -179,6 +179,11 @@ class RationalesConfig(Config):
     sampling: SamplingConfig = SamplingConfig(max_tokens=256)
     engine: Literal["auto", "hf", "vllm"] = "auto"
     batch_size: int = Field(8, ge=1, description="sequences the HF engine decodes together")
+    refill: bool = Field(
+        False,
+        description="HF engine: refilled slots instead of static batches (`attncore.rollout.refill`; "
+        "faster when lengths vary, greedy rationales are the same)",
+    )
     vllm: VLLMOptions = VLLMOptions()
     grading: GradingConfig = GradingConfig()
     out: OutputPath = "runs/cotattn/rationales"

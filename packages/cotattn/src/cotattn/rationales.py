@@ -69,6 +69,7 @@ def _phase_config(cfg: RationalesConfig, phase: str) -> RolloutJobConfig:
         sampling=cfg.sampling,
         engine=cfg.engine,
         batch_size=cfg.batch_size,
+        refill=cfg.refill,
         vllm=cfg.vllm,
         grading=cfg.grading,
         grade=True,
