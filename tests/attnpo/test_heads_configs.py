@@ -1,4 +1,5 @@
-"""The shipped find-heads configs name the right label sources; the preset holds the released heads.
+"""The shipped find-heads configs name the right label sources; the presets hold the released heads
+and the testbed's discovered ones.
 
 (Loading every shipped config with overrides is tests/core/test_config.py's job.)
 """
@@ -30,6 +31,13 @@ def test_preset_holds_the_released_heads():
     path = HERE / "presets" / "deepseek-r1-distill-qwen-1.5b.yaml"
     assert read_heads(path) == [(16, 2), (20, 9), (23, 2)]
     assert read_artifact(path).model == "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"
+
+
+def test_testbed_preset_holds_the_heads_discovered_on_the_v3_model():
+    path = HERE / "presets" / "testbed-mini.yaml"
+    assert read_heads(path) == [(15, 6), (26, 7), (14, 1)]
+    artifact = read_artifact(path)
+    assert artifact.model == "testbed-mini" and artifact.ensemble["sra"] == 0.970
 
 
 def test_heads_file_errors_are_one_line(tmp_path):
