@@ -108,4 +108,3 @@ def test_refilled_slots_keep_the_same_greedy_rationales(tmp_path, smollm2):
         assert texts["refill"] == texts["static"]
         assert stores["refill"].meta["refill"] is True and "refill" not in stores["static"].meta
     assert read_rows(tmp_path / "refill" / RATIONALES_NAME) == read_rows(tmp_path / "static" / RATIONALES_NAME)
-
