@@ -8,13 +8,13 @@ forward with the key-focus-head capture armed, backward, optimizer. Baseline: TR
 the same correctness reward. Measured: `AttnPOTrainer` (AttnPO defaults, 3 heads, every correct
 response eligible for rescaling).
 
-Method: the two trainers alternate, `--rounds` times each (the first to start alternates too), each
-round a fresh copy of the model trained for `--steps` steps; the first step of every round is a
-warm-up and is dropped. Reported: the median wall and process-CPU time per step of each, and their
-ratios; the machine's load average before and after, since other jobs inflate wall time.
+Method: the two trainers alternate, `--rounds` times each (`--first` starts round 1, then the first to
+start alternates), each round a fresh copy of the model trained for `--steps` steps; the first step of
+every round is a warm-up and is dropped. Reported: the median wall and process-CPU time per step of
+each, and their ratios; the machine's load average before and after, since other jobs inflate wall time.
 
     uv run python benchmarks/attnpo_step.py [--model smollm2-135m-instruct] [--prompts 4] [--group 8]
-        [--steps 4] [--rounds 2] [--threads 2]
+        [--steps 4] [--rounds 2] [--first grpo] [--threads 2]
 """
 
 from __future__ import annotations
@@ -47,6 +47,9 @@ class StepClock(TrainerCallback):
 def main() -> None:
     parser = attnpo_setup.bench_arguments(__doc__, prompts=4, rounds=2)
     parser.add_argument("--steps", type=int, default=4, help="per round, the first one a warm-up")
+    parser.add_argument(
+        "--first", choices=("grpo", "attnpo"), default="grpo", help="the trainer that starts round 1"
+    )
     args = parser.parse_args()
     loaded, examples, problems, prompt_ids = attnpo_setup.bench_inputs(args)
     tok = loaded.tokenizer
@@ -65,7 +68,8 @@ def main() -> None:
     rescaled: list[float] = []
     with Grader(mode="attnpo", workers=1, timeout_s=5.0) as grader:
         for r in range(args.rounds):
-            order = ("grpo", "attnpo") if r % 2 == 0 else ("attnpo", "grpo")
+            other = "attnpo" if args.first == "grpo" else "grpo"
+            order = (args.first, other) if r % 2 == 0 else (other, args.first)
             for kind in order:
                 clock = StepClock()
                 if kind == "grpo":
