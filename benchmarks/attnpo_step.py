@@ -67,9 +67,9 @@ def main() -> None:
     clocks: dict[str, list[StepClock]] = {"grpo": [], "attnpo": []}
     rescaled: list[float] = []
     with Grader(mode="attnpo", workers=1, timeout_s=5.0) as grader:
+        first_order = (args.first, "attnpo" if args.first == "grpo" else "grpo")
         for r in range(args.rounds):
-            other = "attnpo" if args.first == "grpo" else "grpo"
-            order = (args.first, other) if r % 2 == 0 else (other, args.first)
+            order = first_order if r % 2 == 0 else first_order[::-1]
             for kind in order:
                 clock = StepClock()
                 if kind == "grpo":
